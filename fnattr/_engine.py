@@ -1,0 +1,311 @@
+"""The functional engine: a functionalized model, layer taps, and one gradient driver.
+
+Everything fnattr computes is "the gradient of one scalar per example (or K of
+them) with respect to a *site*": the inputs, or the value at a layer's input or
+output. A site at a layer is reached with a **tap**: a forward (pre-)hook that
+adds a zero *probe* tensor to the layer's value; the gradient with respect to
+the probe is the gradient with respect to the layer's value. This probe form
+works under ``torch.func`` transforms and compiles with no graph breaks.
+
+Two execution modes give the same numbers:
+
+* **plain** (eager, no transform active): probes are created lazily inside the
+  hook and gradients come from one ``torch.autograd.grad`` call. This is the
+  lean hot path: no functorch wrapping, no shape-discovery pass.
+* **functional** (inside ``torch.func.vmap``/``grad``/``jvp`` or
+  ``torch.compile``): the probes are explicit arguments of a pure function
+  differentiated with ``torch.func.vjp``; their shapes come from one
+  discovery forward (dead code that the compiler removes).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from . import _normalize as N
+
+__all__ = ["functional", "transforms_active", "gradients", "forward_at"]
+
+
+class _StopForward(BaseException):
+    """Raised by a tap once it has what it needs: the rest of the forward is skipped.
+
+    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
+    """
+
+
+def transforms_active() -> bool:
+    """True inside ``torch.func`` transforms or while ``torch.compile`` traces."""
+    return (
+        torch.compiler.is_compiling()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+    )
+
+
+def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
+    """Returns ``forward_func`` as a pure function of its inputs.
+
+    For an ``nn.Module`` the result calls it through
+    ``torch.func.functional_call`` with its parameters passed explicitly:
+    detached copies by default, so that no graph is recorded for parameters
+    (less memory and time when only input or layer gradients are wanted), or
+    the live parameters with ``detach=False`` (attributions that stay
+    differentiable with respect to the parameters). Any other callable is
+    returned unchanged. ``DataParallel`` wrappers are unwrapped.
+
+    Args:
+        forward_func: an ``nn.Module`` or any callable.
+        detach: pass detached parameters.
+
+    Returns:
+        A callable with the signature of ``forward_func``.
+
+    >>> f = functional(model)   # f(x) == model(x), no parameter graph
+    """
+    model = N.unwrap_parallel(forward_func)
+    if not isinstance(model, nn.Module):
+        return forward_func
+    if not detach:
+        return model
+
+    def call(*args: Any) -> Any:
+        params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+        if not params:
+            return model(*args)
+        return functional_call(model, params, args)
+
+    return call
+
+
+class _Tap:
+    """A forward (pre-)hook that reads a layer's value and adds probes to it.
+
+    ``probes``: ``None`` (read only), ``"lazy"`` (create zero probes that
+    require grad, plain mode), or a tuple of tensors (functional mode).
+    ``read``: called on the (probed) value at hook time, before any later
+    in-place op can change it; its result is kept in ``self.read_out``.
+    Only the layer's *last* call in a forward is probed and read (Captum's
+    behaviour for reused modules), which ``at_call`` pins in functional mode.
+    """
+
+    def __init__(self, input_side: bool, probes: Any = None,
+                 read: Callable | None = None, stop_at: int | None = None,
+                 at_call: int | None = None) -> None:
+        self.input_side = input_side
+        self.probes = probes
+        self.read = read
+        self.stop_at = stop_at
+        self.at_call = at_call
+        self.calls = 0
+        self.shapes: list[tuple[torch.Size, torch.dtype, torch.device]] | None = None
+        self.read_out: Any = None
+        self.created: tuple[Tensor, ...] | None = None
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
+        value = args if self.input_side else output
+        is_seq = isinstance(value, (tuple, list))
+        tensors = tuple(value) if is_seq else (value,)
+        if not all(isinstance(t, Tensor) for t in tensors):
+            raise TypeError(
+                f"the layer {type(module).__name__}'s "
+                f"{'inputs' if self.input_side else 'outputs'} must be tensors to "
+                "attribute to them"
+            )
+        index = self.calls
+        self.calls += 1
+        self.shapes = [(t.shape, t.dtype, t.device) for t in tensors]
+        if self.at_call is not None and index != self.at_call:
+            return None
+        if self.probes == "lazy":
+            self.created = tuple(
+                torch.zeros_like(t).requires_grad_() for t in tensors
+            )
+            tensors = tuple(t + p for t, p in zip(tensors, self.created))
+        elif self.probes is not None:
+            tensors = tuple(t + p for t, p in zip(tensors, self.probes))
+        if self.read is not None:
+            self.read_out = self.read(tensors if len(tensors) > 1 else tensors[0])
+        if self.stop_at == index:
+            raise _StopForward
+        if self.probes is None:
+            return None
+        if self.input_side:
+            return tensors
+        if is_seq:
+            return type(value)(tensors) if isinstance(value, list) else tensors
+        return tensors[0]
+
+
+def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
+               layer: nn.Module | None, tap: _Tap | None) -> Any:
+    """Runs ``forward_func(*inputs, *args)`` with ``tap`` hooked on ``layer``.
+
+    The hook is removed when the call returns or raises. Returns the output,
+    or ``None`` if the tap stopped the forward early.
+    """
+    if layer is None or tap is None:
+        return forward_func(*inputs, *args)
+    if tap.input_side:
+        handle = layer.register_forward_pre_hook(tap)
+    else:
+        handle = layer.register_forward_hook(tap)
+    try:
+        out = forward_func(*inputs, *args)
+    except _StopForward:
+        out = None
+    finally:
+        handle.remove()
+    if tap.calls == 0:
+        raise ValueError(
+            f"the `layer` {type(layer).__name__} was not called by the forward "
+            "function: is it a submodule of the model that runs?"
+        )
+    return out
+
+
+def _variable(t: Tensor) -> Tensor:
+    """A tensor to differentiate with respect to, without touching the caller's flags."""
+    return t if t.requires_grad else t.detach().requires_grad_()
+
+
+def _batched_eye(k: int, n: int, like: Tensor) -> Tensor:
+    return torch.eye(k, dtype=like.dtype, device=like.device)[:, :, None].expand(k, k, n)
+
+
+def gradients(
+    forward_func: Callable,
+    inputs: Sequence[Tensor],
+    args: tuple,
+    objective: Callable[[Any, Any], Tensor],
+    *,
+    layer: nn.Module | None = None,
+    input_side: bool = False,
+    wrt_layer: bool = False,
+    read_at_layer: bool = False,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+    model: Any = None,
+) -> tuple[Tensor, ...]:
+    """Gradient of a per-example objective with respect to the inputs or a layer.
+
+    ``objective(output, layer_value)`` returns ``(N,)`` or ``(K, N)`` values;
+    the result is the gradient of their sum over examples, one per row ``k``,
+    with respect to each input (``wrt_layer=False``) or each tensor of the
+    layer's value (``wrt_layer=True``): tensors shaped like the site, with a
+    leading ``K`` when the objective is ``(K, N)``. With ``read_at_layer``
+    the objective depends on the layer value only and is evaluated inside the
+    hook; once ``model`` (an ``nn.Module``) is known to call ``layer`` once,
+    the rest of its forward is skipped.
+
+    The ``K`` rows share one forward; their backward passes are vectorized
+    (``is_grads_batched`` / ``vmap`` over one-hot cotangents) in chunks of
+    ``chunk_size`` rows (all at once when ``None``).
+    """
+    stop_at = None
+    if read_at_layer and not torch.compiler.is_compiling():
+        stop_at = _known_last_call(model, layer)
+    run = _plain if not transforms_active() else _functional
+    grads, calls = run(forward_func, inputs, args, objective, layer, input_side,
+                       wrt_layer, read_at_layer, stop_at, create_graph, chunk_size)
+    if read_at_layer and stop_at is None:
+        _remember_calls(model, layer, calls)
+    return grads
+
+
+# layer -> {model -> how many times one forward of the model calls the layer}
+_CALLS: "weakref.WeakKeyDictionary[nn.Module, weakref.WeakKeyDictionary]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _known_last_call(model: Any, layer: nn.Module | None) -> int | None:
+    if not isinstance(model, nn.Module) or layer is None:
+        return None
+    count = _CALLS.get(layer, {}).get(model)
+    return None if count is None else count - 1
+
+
+def _remember_calls(model: Any, layer: nn.Module | None, calls: int) -> None:
+    if isinstance(model, nn.Module) and layer is not None and not transforms_active():
+        _CALLS.setdefault(layer, weakref.WeakKeyDictionary())[model] = calls
+
+
+def _read_fn(objective: Callable, read_at_layer: bool) -> Callable | None:
+    if not read_at_layer:
+        return None
+    return lambda value: objective(None, value)
+
+
+def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
+           read_at_layer, stop_at, create_graph, chunk_size):
+    with torch.enable_grad():
+        xs = tuple(inputs) if wrt_layer else tuple(_variable(x) for x in inputs)
+        tap = None
+        if layer is not None:
+            tap = _Tap(input_side, probes="lazy" if wrt_layer else None,
+                       read=_read_fn(objective, read_at_layer), stop_at=stop_at)
+        out = forward_at(forward_func, xs, args, layer, tap)
+        values = tap.read_out if read_at_layer else objective(out, None)
+        wrt = tap.created if wrt_layer else xs
+        return _backward(values, wrt, create_graph, chunk_size), tap and tap.calls
+
+
+def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
+              chunk_size: int | None) -> tuple[Tensor, ...]:
+    if values.dim() == 1:
+        return torch.autograd.grad(values.sum(), wrt, create_graph=create_graph,
+                                   allow_unused=True, materialize_grads=True)
+    k, n = values.shape
+    step = k if chunk_size is None else max(1, min(chunk_size, k))
+    eye = _batched_eye(k, n, values)
+    parts = []
+    for start in range(0, k, step):
+        end = min(start + step, k)
+        parts.append(torch.autograd.grad(
+            values, wrt, grad_outputs=eye[start:end], is_grads_batched=True,
+            retain_graph=end < k or create_graph, create_graph=create_graph,
+            allow_unused=True, materialize_grads=True,
+        ))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(chunks) for chunks in zip(*parts))
+
+
+def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
+                read_at_layer, stop_at, create_graph, chunk_size):
+    n_inputs = len(inputs)
+    at_call = None
+    probes: tuple[Tensor, ...] = ()
+    if wrt_layer:
+        # One discovery forward for the probes' shapes (dead code under compile).
+        scout = _Tap(input_side)
+        with torch.no_grad():
+            forward_at(forward_func, tuple(inputs), args, layer, scout)
+        at_call = scout.calls - 1
+        probes = tuple(torch.zeros(s, dtype=d, device=dev) for s, d, dev in scout.shapes)
+    calls = []
+
+    def pure(*primals: Tensor) -> Tensor:
+        xs = primals[:n_inputs] if not wrt_layer else tuple(inputs)
+        tap = None
+        if layer is not None:
+            tap = _Tap(input_side, probes=primals if wrt_layer else None,
+                       read=_read_fn(objective, read_at_layer), stop_at=stop_at,
+                       at_call=at_call)
+        out = forward_at(forward_func, xs, args, layer, tap)
+        calls.append(tap and tap.calls)
+        return tap.read_out if read_at_layer else objective(out, None)
+
+    primals = probes if wrt_layer else tuple(inputs)
+    values, vjp_fn = torch.func.vjp(pure, *primals)
+    if values.dim() == 1:
+        grads = vjp_fn(torch.ones_like(values))
+    else:
+        k, n = values.shape
+        grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(_batched_eye(k, n, values))
+    return grads, calls[0]

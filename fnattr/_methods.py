@@ -1,0 +1,214 @@
+"""Named attribution methods: short compositions of the public transforms.
+
+Arguments shared by every method (``forward_func``, ``inputs``, ``target``,
+``baselines``, ``additional_forward_args``, ``neuron_selector``, ``n_steps``,
+``method``, ``internal_batch_size``, ``attribute_to_layer_input``,
+``create_graph``) are documented once, in :mod:`fnattr._normalize` and the
+README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import _normalize as N
+from ._transforms import (
+    input_gradients,
+    layer_gradients,
+    neuron_objective,
+    path_average,
+    quadrature,
+    target_objective,
+)
+
+__all__ = ["neuron_gradient", "internal_influence", "convergence_delta", "interpolate"]
+
+
+def neuron_gradient(
+    forward_func: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    neuron_selector: Any,
+    additional_forward_args: Any = None,
+    attribute_to_neuron_input: bool = False,
+    *,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> N.TensorOrTuple:
+    """Gradient of one neuron of a layer with respect to the inputs.
+
+    Captum's ``NeuronGradient`` as one function. Differs from it in that a
+    **list** of selectors gives all neurons from one forward and one
+    vectorized backward (``chunk_size`` rows at a time), stacked on a new
+    leading dim; the forward stops at ``layer`` once the layer is known to be
+    called once; and ``create_graph=True`` keeps the result differentiable.
+
+    References:
+        Simonyan et al., "Deep Inside Convolutional Networks", https://arxiv.org/abs/1312.6034
+
+    Args:
+        forward_func: the model, or any callable ``f(*inputs, *args)``.
+        layer: an ``nn.Module`` of the model, or its dotted name.
+        inputs: a Tensor or a tuple of Tensors (dim 0 = examples).
+        neuron_selector: an int, a tuple of ints/slices, a callable on the
+            layer value, or a list of those.
+        additional_forward_args: passed to ``forward_func`` after the inputs.
+        attribute_to_neuron_input: select the neuron from the layer's input.
+        create_graph: keep the attributions differentiable.
+        chunk_size: neurons per vectorized backward for a list of selectors.
+
+    Returns:
+        Gradients shaped like ``inputs`` (a leading ``K`` for a list of K selectors).
+
+    >>> g = neuron_gradient(model, model.fc1, x, neuron_selector=(3,))
+    >>> g_many = neuron_gradient(model, "fc1", x, [(i,) for i in range(16)])  # (16, *x.shape)
+    """
+    xs, was_tuple = N.as_tuple(inputs)
+    grads = input_gradients(
+        forward_func, xs, neuron_objective(neuron_selector),
+        additional_forward_args=N.format_args(additional_forward_args),
+        layer=N.resolve_layer(forward_func, layer),
+        attribute_to_layer_input=attribute_to_neuron_input,
+        create_graph=create_graph, chunk_size=chunk_size,
+    )
+    return N.restore(grads, was_tuple)
+
+
+def internal_influence(
+    forward_func: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    baselines: N.BaselineType = None,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Integral of the layer gradient along the straight path baseline -> input.
+
+    Captum's ``InternalInfluence`` as one function: the layer gradient of the
+    target output, averaged with ``method``'s quadrature weights over
+    ``n_steps`` points ``baseline + alpha * (input - baseline)``. All points
+    go through the model as one expanded batch (``internal_batch_size`` rows
+    at most per forward) with one backward, and no graph is recorded for the
+    parameters unless ``create_graph=True``.
+
+    References:
+        Leino et al., "Influence-Directed Explanations for Deep Convolutional
+        Networks", https://arxiv.org/abs/1802.03788
+
+    Args:
+        forward_func, layer, inputs, baselines, target, additional_forward_args,
+        n_steps, method, internal_batch_size, attribute_to_layer_input,
+        create_graph: see "Shared arguments".
+
+    Returns:
+        Attributions shaped like the layer's output (input); a tuple when the
+        layer's value is a tuple of several tensors.
+
+    >>> attr = internal_influence(model, model.conv2, x, target=3, n_steps=32)
+    """
+    xs, _ = N.as_tuple(inputs)
+    bs = N.format_baselines(baselines, xs)
+    N.check_target(target, xs[0].shape[0])
+    alphas, weights = quadrature(method, n_steps)
+    layer = N.resolve_layer(forward_func, layer)
+    if internal_batch_size is not None:
+        N.check_positive_int(internal_batch_size, "internal_batch_size")
+
+    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return layer_gradients(
+            forward_func, layer, points, target_objective(target_rows),
+            additional_forward_args=args_rows,
+            attribute_to_layer_input=attribute_to_layer_input,
+            create_graph=create_graph,
+        )
+
+    attrs = path_average(
+        grad_at, xs, bs, alphas, weights, target=target,
+        additional_forward_args=N.format_args(additional_forward_args),
+        internal_batch_size=internal_batch_size,
+    )
+    return attrs if len(attrs) > 1 else attrs[0]
+
+
+def convergence_delta(
+    forward_func: Callable,
+    attributions: N.TensorOrTuple,
+    start_point: N.BaselineType,
+    end_point: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+) -> Tensor:
+    """Completeness gap per example: ``sum(attributions) - (f(end) - f(start))``.
+
+    Captum's ``compute_convergence_delta``: attributions are summed over all
+    features of all inputs; ``f`` is the target output (summed over any
+    remaining dims). Evaluated without recording a graph.
+
+    Args:
+        forward_func: the model or callable.
+        attributions: a Tensor or tuple shaped like ``end_point``.
+        start_point: baselines (``None``, numbers, tensors or a tuple).
+        end_point: the inputs.
+        target, additional_forward_args: see "Shared arguments".
+
+    Returns:
+        A ``Tensor[num_examples]``.
+
+    >>> ig = integrated_gradients(model, x, target=0)
+    >>> convergence_delta(model, ig, None, x, target=0).abs().max()   # ~0
+    """
+    ends, _ = N.as_tuple(end_point, "end_point")
+    attrs, _ = N.as_tuple(attributions, "attributions")
+    if len(attrs) != len(ends) or any(a.shape[0] != e.shape[0] for a, e in zip(attrs, ends)):
+        raise ValueError(
+            "`attributions` must match `end_point`: one tensor per input with the "
+            "same number of examples"
+        )
+    starts = N.format_baselines(start_point, ends, name="start_point")
+    starts = tuple(
+        torch.full_like(e, s) if not isinstance(s, Tensor) else s.expand_as(e)
+        for s, e in zip(starts, ends)
+    )
+    N.check_target(target, ends[0].shape[0])
+    args = N.format_args(additional_forward_args)
+    with torch.no_grad():
+        f_end = _row_sums(N.select_target(forward_func(*ends, *args), target, False))
+        f_start = _row_sums(N.select_target(forward_func(*starts, *args), target, False))
+        total = sum(_row_sums(a) for a in attrs)
+    return total - (f_end - f_start)
+
+
+def _row_sums(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...],
+                interpolate_mode: str = "nearest") -> Tensor:
+    """Upsamples a layer attribution to ``interpolate_dims`` (``F.interpolate``).
+
+    Captum's ``LayerAttribution.interpolate``: dims 0 and 1 (examples,
+    channels) are kept, the spatial dims are resized with ``interpolate_mode``.
+
+    >>> interpolate(attr_conv, (32, 32), "bilinear").shape
+    torch.Size([8, 16, 32, 32])
+    """
+    if not isinstance(layer_attribution, Tensor):
+        raise TypeError(
+            f"`layer_attribution` must be a Tensor, got {type(layer_attribution).__name__}"
+        )
+    if layer_attribution.dim() < 3:
+        raise ValueError(
+            "`layer_attribution` needs (examples, channels, *spatial) dims, got shape "
+            f"{tuple(layer_attribution.shape)}"
+        )
+    return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)

@@ -1,0 +1,374 @@
+"""Argument normalization: the one place where Captum's argument meanings live.
+
+Every public function turns its loosely typed arguments (a tensor or a tuple of
+tensors, scalar or tensor baselines, the five forms of ``target``, neuron
+selectors, ``additional_forward_args``) into canonical forms here, and every
+validation error is raised here, naming the offending argument.
+
+The meanings are Captum 0.9's:
+
+* ``inputs``: a Tensor or a tuple of Tensors, dim 0 = examples.
+* ``baselines``: ``None`` (zeros), a number, a Tensor, or a tuple of those, one
+  per input; a tensor baseline has the input's shape or a batch dim of 1.
+* ``target``: ``None`` (the output is already one scalar per example), an int
+  or a tuple of ints (the same output index for every example), a 0-d tensor,
+  a 1-D tensor or list of ints (one index per example, 2-D outputs), or a list
+  of tuples (one multi-index per example).
+* ``neuron_selector``: an int or a tuple of ints/slices indexing the layer's
+  output without its batch dim (slices are summed), or a callable mapping the
+  layer value to one scalar per example. A list of selectors asks for all of
+  them in one pass.
+* ``additional_forward_args``: anything (a non-tuple is wrapped in a tuple)
+  passed after the inputs; tensors with a batch dim are repeated with the
+  inputs along a path.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
+BaselineType = Union[None, Tensor, int, float, tuple[Union[Tensor, int, float], ...]]
+TargetType = Union[None, int, tuple, Tensor, list]
+SelectorType = Union[int, tuple, Callable[..., Tensor]]
+
+METHODS = (
+    "riemann_right",
+    "riemann_left",
+    "riemann_middle",
+    "riemann_trapezoid",
+    "gausslegendre",
+)
+
+
+def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
+    """Returns ``(inputs_as_tuple, was_tuple)`` after validating the batch dims."""
+    was_tuple = isinstance(inputs, tuple)
+    tup = inputs if was_tuple else (inputs,)
+    if len(tup) == 0:
+        raise ValueError(f"`{name}` must hold at least one tensor, got an empty tuple")
+    for i, t in enumerate(tup):
+        if not isinstance(t, Tensor):
+            where = f"`{name}[{i}]`" if was_tuple else f"`{name}`"
+            raise TypeError(
+                f"{where} must be a torch.Tensor (or `{name}` a tuple of them), "
+                f"got {type(t).__name__}"
+            )
+        if t.dim() == 0:
+            raise ValueError(f"`{name}` tensors need a batch dim 0, got a 0-d tensor")
+    n = tup[0].shape[0]
+    if any(t.shape[0] != n for t in tup):
+        raise ValueError(
+            f"all `{name}` tensors must have the same batch size (dim 0), got "
+            f"{[t.shape[0] for t in tup]}"
+        )
+    return tup, was_tuple
+
+
+def restore(values: Sequence[Tensor], was_tuple: bool) -> TensorOrTuple:
+    """Inverse of :func:`as_tuple`: a tuple for a tuple, a tensor for a tensor."""
+    return tuple(values) if was_tuple else values[0]
+
+
+def format_args(additional_forward_args: Any) -> tuple:
+    """``None`` -> ``()``; a non-tuple -> a 1-tuple; a tuple unchanged."""
+    if additional_forward_args is None:
+        return ()
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
+    return (additional_forward_args,)
+
+
+def format_baselines(
+    baselines: Any,
+    inputs: tuple[Tensor, ...],
+    *,
+    distribution: bool = False,
+    name: str = "baselines",
+) -> tuple[Tensor | float, ...]:
+    """Canonical baselines: a tuple with one number or tensor per input.
+
+    With ``distribution=True`` (gradient SHAP) tensor baselines are a set of
+    reference rows: any number of rows, each shaped like one example.
+    """
+    if baselines is None:
+        return tuple(0.0 for _ in inputs)
+    tup = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(tup) != len(inputs):
+        raise ValueError(
+            f"`{name}` must give one baseline per input: got {len(tup)} for "
+            f"{len(inputs)} input tensor(s)"
+        )
+    out: list[Tensor | float] = []
+    for i, (b, x) in enumerate(zip(tup, inputs)):
+        if isinstance(b, bool) or not isinstance(b, (Tensor, numbers.Number)):
+            raise TypeError(
+                f"`{name}` entries must be tensors or numbers, got "
+                f"{type(b).__name__} at position {i}"
+            )
+        if isinstance(b, numbers.Number):
+            out.append(float(b))
+            continue
+        if distribution:
+            if b.dim() != x.dim() or b.shape[1:] != x.shape[1:] or b.shape[0] < 1:
+                raise ValueError(
+                    f"`{name}[{i}]` must be a batch of reference rows shaped like the "
+                    f"input's examples {tuple(x.shape[1:])}, got {tuple(b.shape)}"
+                )
+        elif not (b.shape == x.shape or (b.dim() == x.dim() and b.shape[0] == 1
+                                         and b.shape[1:] == x.shape[1:])):
+            raise ValueError(
+                f"`{name}[{i}]` must have the input's shape {tuple(x.shape)} or a batch "
+                f"dim of 1, got {tuple(b.shape)}"
+            )
+        out.append(b)
+    return tuple(out)
+
+
+def format_stdevs(stdevs: Any, n_inputs: int) -> tuple[float, ...]:
+    """``stdevs``: one float for every input, or a tuple with one per input."""
+    tup = stdevs if isinstance(stdevs, tuple) else (stdevs,) * n_inputs
+    if len(tup) != n_inputs:
+        raise ValueError(
+            f"`stdevs` must be a float or a tuple with one float per input: got "
+            f"{len(tup)} values for {n_inputs} input tensor(s)"
+        )
+    for s in tup:
+        if isinstance(s, bool) or not isinstance(s, numbers.Real):
+            raise TypeError(f"`stdevs` entries must be floats, got {type(s).__name__}")
+        if s < 0:
+            raise ValueError(f"`stdevs` must be non-negative, got {s}")
+    return tuple(float(s) for s in tup)
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_method(method: Any, n_steps: Any) -> tuple[str, int]:
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
+    n_steps = check_positive_int(n_steps, "n_steps", 1 if method == "gausslegendre" else 2)
+    return method, n_steps
+
+
+def check_target(target: Any, n_examples: int) -> None:
+    """Validates ``target`` against the number of examples (shape checks follow
+    at selection time, when the output's shape is known)."""
+    if target is None or isinstance(target, Tensor) and target.dim() == 0:
+        return
+    if isinstance(target, bool):
+        raise TypeError("`target` must be an int, tuple, tensor or list, not bool")
+    if isinstance(target, numbers.Integral):
+        return
+    if isinstance(target, tuple):
+        if not all(isinstance(t, numbers.Integral) for t in target):
+            raise TypeError("a tuple `target` must hold ints (one index per output dim)")
+        return
+    if isinstance(target, Tensor):
+        if target.dim() != 1 or target.shape[0] != n_examples:
+            raise ValueError(
+                f"a tensor `target` must be 0-d or 1-D with one entry per example "
+                f"({n_examples}), got shape {tuple(target.shape)}"
+            )
+        if target.dtype.is_floating_point or target.dtype.is_complex:
+            raise TypeError(f"a tensor `target` must hold integers, got {target.dtype}")
+        return
+    if isinstance(target, list):
+        if len(target) != n_examples:
+            raise ValueError(
+                f"a list `target` needs one entry per example ({n_examples}), got "
+                f"{len(target)}"
+            )
+        if all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
+            return
+        if all(isinstance(t, tuple) for t in target):
+            return
+        raise TypeError("a list `target` must hold only ints or only tuples of ints")
+    raise TypeError(
+        f"`target` must be None, an int, a tuple, a tensor or a list, got "
+        f"{type(target).__name__}"
+    )
+
+
+def repeat_target(target: Any, times: int) -> Any:
+    """Repeats a per-example ``target`` for ``times`` stacked copies of the batch
+    (copy-major, as the rows of a path are laid out)."""
+    if times == 1:
+        return target
+    if isinstance(target, list):
+        return target * times
+    if isinstance(target, Tensor) and target.dim() == 1:
+        return target.repeat(times)
+    return target
+
+
+def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tensor:
+    """``output[..]`` for ``target`` (Captum's meanings); one scalar per example
+    (any shape when ``per_example`` is False)."""
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"the forward function must return a Tensor, got {type(output).__name__}"
+        )
+    if target is None:
+        selected = output
+    elif isinstance(target, (numbers.Integral, tuple)) or (
+        isinstance(target, Tensor) and target.dim() == 0
+    ):
+        index = (target,) if not isinstance(target, tuple) else target
+        if len(index) > output.dim() - 1:
+            raise ValueError(
+                f"`target` {target!r} has more indices than the output has non-batch "
+                f"dims (output shape {tuple(output.shape)})"
+            )
+        _check_index_bounds(index, output.shape[1:], "target")
+        selected = output[(slice(None), *index)]
+    elif isinstance(target, list) and target and isinstance(target[0], tuple):
+        if any(len(t) != output.dim() - 1 for t in target):
+            raise ValueError(
+                f"each tuple in a list `target` must index all non-batch output dims "
+                f"(output shape {tuple(output.shape)})"
+            )
+        for t in target:
+            _check_index_bounds(t, output.shape[1:], "target")
+        selected = torch.stack([output[(i, *t)] for i, t in enumerate(target)])
+    else:  # one int per example: a list or a 1-D tensor
+        if output.dim() != 2:
+            raise ValueError(
+                f"a per-example `target` needs a 2-D output (batch, classes), got "
+                f"output shape {tuple(output.shape)}"
+            )
+        index = torch.as_tensor(target, device=output.device)
+        if index.shape[0] != output.shape[0]:
+            raise ValueError(
+                f"`target` has {index.shape[0]} entries for {output.shape[0]} examples"
+            )
+        if not torch.compiler.is_compiling() and not _is_functorch(index) and (
+            index.numel() and (int(index.min()) < -output.shape[1]
+                               or int(index.max()) >= output.shape[1])
+        ):
+            raise IndexError(f"`target` index out of range for {output.shape[1]} outputs")
+        selected = output.gather(1, index.reshape(-1, 1).long()).squeeze(1)
+    if per_example and selected.dim() != 1:
+        raise ValueError(
+            "the output must be one scalar per example: give a `target` that selects "
+            f"one output per example (the output has shape {tuple(output.shape)}, the "
+            f"selection has shape {tuple(selected.shape)})"
+        )
+    return selected
+
+
+def _is_functorch(t: Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _check_index_bounds(index: tuple, shape: Sequence[int], name: str) -> None:
+    for i, size in zip(index, shape):
+        if isinstance(i, Tensor):
+            continue  # tensor indices are checked by torch (compile-friendly)
+        if isinstance(i, numbers.Integral) and not -size <= i < size:
+            raise IndexError(f"`{name}` index {i} is out of range for a dim of size {size}")
+
+
+def check_selector(selector: Any, name: str = "neuron_selector") -> None:
+    """Type-checks one selector (an int, a tuple of ints/slices, or a callable)."""
+    if callable(selector):
+        return
+    if isinstance(selector, bool):
+        raise TypeError(f"`{name}` must be an int, a tuple or a callable, not bool")
+    if isinstance(selector, (numbers.Integral, Tensor)):
+        return
+    if isinstance(selector, tuple):
+        for s in selector:
+            if not isinstance(s, (numbers.Integral, slice, Tensor)) or isinstance(s, bool):
+                raise TypeError(
+                    f"`{name}` tuples may hold ints and slices only, got "
+                    f"{type(s).__name__}"
+                )
+        return
+    raise TypeError(
+        f"`{name}` must be an int, a tuple of ints/slices, a callable, or a list of "
+        f"those, got {type(selector).__name__}"
+    )
+
+
+def format_selectors(neuron_selector: Any) -> tuple[list, bool]:
+    """Returns ``(selectors, was_list)``; a list asks for several neurons at once."""
+    if isinstance(neuron_selector, list):
+        if not neuron_selector:
+            raise ValueError("`neuron_selector` is an empty list")
+        for s in neuron_selector:
+            check_selector(s)
+        return list(neuron_selector), True
+    check_selector(neuron_selector)
+    return [neuron_selector], False
+
+
+def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
+    """One scalar per example from a layer value (Captum's meaning)."""
+    if callable(selector):
+        out = selector(value)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"a callable `neuron_selector` must return a Tensor, got "
+                f"{type(out).__name__}"
+            )
+        return out
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            raise ValueError(
+                "the layer value is a tuple of several tensors: pass a callable "
+                "`neuron_selector` to choose a neuron from it"
+            )
+        value = value[0]
+    index = selector if isinstance(selector, tuple) else (selector,)
+    has_slice = any(isinstance(i, slice) for i in index)
+    rank = value.dim() - 1
+    if len(index) > rank or (not has_slice and len(index) != rank):
+        raise ValueError(
+            f"`neuron_selector` {selector!r} must index all {rank} non-batch dims of "
+            f"the layer value (shape {tuple(value.shape)}), or use slices"
+        )
+    _check_index_bounds(index, value.shape[1:], "neuron_selector")
+    selected = value[(slice(None), *index)]
+    if has_slice:
+        selected = selected.reshape(selected.shape[0], -1).sum(1)
+    return selected
+
+
+def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Module:
+    """A layer is an ``nn.Module`` or a dotted name of a submodule of the model."""
+    if isinstance(layer, nn.Module):
+        return layer
+    if isinstance(layer, str):
+        root = unwrap_parallel(forward_func)
+        if not isinstance(root, nn.Module):
+            raise TypeError(
+                f"`{name}` is given by name ({layer!r}) but the forward function is "
+                "not an nn.Module to look it up in"
+            )
+        try:
+            return root.get_submodule(layer)
+        except AttributeError:
+            raise ValueError(f"`{name}` {layer!r} is not a submodule of the model") from None
+    raise TypeError(f"`{name}` must be an nn.Module or a dotted name, got {type(layer).__name__}")
+
+
+def unwrap_parallel(model: Any) -> Any:
+    """``DataParallel``/``DistributedDataParallel`` run their ``.module`` here."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return model.module
+    return model
+
+
+def check_forward_func(forward_func: Any, name: str = "forward_func") -> None:
+    if not callable(forward_func):
+        raise TypeError(f"`{name}` must be callable, got {type(forward_func).__name__}")

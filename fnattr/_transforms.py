@@ -1,0 +1,338 @@
+"""The composable core: objectives, gradients at a site, path averaging.
+
+Every named method in :mod:`fnattr` is a short composition of these public
+transforms; compose them yourself for methods Captum does not ship (see the
+README's "Composable core" section).
+
+* An **objective** says *what* is explained: ``target_objective(target)`` (a
+  model output per example) or ``neuron_objective(selector)`` (a neuron of a
+  layer per example). Objectives return ``(N,)`` values, or ``(K, N)`` for a
+  list of selectors/targets.
+* :func:`input_gradients` / :func:`layer_gradients` say *with respect to
+  what*: the gradient of the objective (summed over examples) at the inputs
+  or at a layer's output/input.
+* :func:`quadrature` and :func:`path_average` say *where*: a weighted average
+  of a gradient function over points ``baseline + alpha * (input - baseline)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _engine, _normalize as N
+
+__all__ = [
+    "quadrature",
+    "target_objective",
+    "targets_objective",
+    "neuron_objective",
+    "input_gradients",
+    "layer_gradients",
+    "path_average",
+]
+
+
+@functools.lru_cache(maxsize=64)
+def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Nodes and weights of a rule for integrals over ``alpha`` in ``[0, 1]``.
+
+    Numerically equal to Captum's ``approximation_parameters`` (Riemann nodes
+    come from a float32 ``linspace``, Gauss-Legendre from numpy's
+    ``leggauss`` rescaled to ``[0, 1]``), computed once per ``(method,
+    n_steps)`` and cached.
+
+    Args:
+        method: ``riemann_right``, ``riemann_left``, ``riemann_middle``,
+            ``riemann_trapezoid`` or ``gausslegendre``.
+        n_steps: number of nodes (>= 2 for Riemann rules, >= 1 for Gauss-Legendre).
+
+    Returns:
+        ``(alphas, weights)``: two tuples of ``n_steps`` floats; the weights
+        sum to 1.
+
+    >>> alphas, weights = quadrature("riemann_trapezoid", 3)
+    >>> alphas, weights
+    ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
+    """
+    method, n = N.check_method(method, n_steps)
+    if method == "gausslegendre":
+        nodes, w = np.polynomial.legendre.leggauss(n)
+        return tuple((0.5 * (1 + nodes)).tolist()), tuple((0.5 * w).tolist())
+    weights = [1 / n] * n
+    if method == "riemann_trapezoid":
+        weights[0] /= 2
+        weights[-1] /= 2
+        alphas = torch.linspace(0, 1, n)
+    elif method == "riemann_left":
+        alphas = torch.linspace(0, 1 - 1 / n, n)
+    elif method == "riemann_middle":
+        alphas = torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
+    else:
+        alphas = torch.linspace(1 / n, 1, n)
+    return tuple(alphas.tolist()), tuple(weights)
+
+
+def target_objective(target: Any = None) -> Callable[[Tensor, Any], Tensor]:
+    """The objective "the model's output at ``target``", one scalar per example.
+
+    ``target`` has Captum's meanings (see :mod:`fnattr` docs, "Shared
+    arguments"). Returns ``objective(output, layer_value) -> Tensor[N]``.
+
+    >>> grads = input_gradients(model, (x,), target_objective(3))
+    """
+    return lambda output, _value=None: N.select_target(output, target)
+
+
+def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]:
+    """Several targets at once: ``objective(output, _) -> Tensor[K, N]``.
+
+    Each entry of ``targets`` is one Captum ``target`` (an int, a tuple, a
+    per-example list or tensor); row ``k`` of the result is the output at
+    ``targets[k]``. One forward serves all K.
+    """
+    return lambda output, _value=None: torch.stack(
+        [N.select_target(output, t) for t in targets])
+
+
+def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
+    """The objective "the value of a neuron of the tapped layer", per example.
+
+    ``neuron_selector``: an int, a tuple of ints/slices (slices are summed), a
+    callable on the layer value, or a **list** of those (then the objective
+    is ``(K, N)``: all K neurons from one forward).
+
+    >>> grads = input_gradients(model, (x,), neuron_objective([(0,), (1,)]),
+    ...                         layer=model.fc1)        # shape (2, *x.shape)
+    """
+    selectors, many = N.format_selectors(neuron_selector)
+
+    def objective(_output: Any, value: Any) -> Tensor:
+        picked = [_per_example(N.select_neuron(value, s), value) for s in selectors]
+        return torch.stack(picked) if many else picked[0]
+
+    return objective
+
+
+def _per_example(picked: Tensor, value: Any) -> Tensor:
+    n = (value[0] if isinstance(value, tuple) else value).shape[0]
+    if picked.dim() == 1 and picked.shape[0] == n:
+        return picked
+    if picked.numel() == 1:  # an aggregate over the batch: its gradient is the same
+        return picked.reshape(1).expand(n) / n
+    raise ValueError(
+        "a callable `neuron_selector` must return one scalar per example (shape "
+        f"({n},)) or a single scalar, got shape {tuple(picked.shape)}"
+    )
+
+
+def input_gradients(
+    forward_func: Callable,
+    inputs: Sequence[Tensor],
+    objective: Callable,
+    *,
+    additional_forward_args: tuple = (),
+    layer: nn.Module | None = None,
+    attribute_to_layer_input: bool = False,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, ...]:
+    """Gradient of ``objective`` (summed over examples) with respect to the inputs.
+
+    With ``layer`` given, ``objective`` reads that layer's output (or input,
+    with ``attribute_to_layer_input``) instead of the model's output, and the
+    forward stops at the layer when it can. A ``(K, N)`` objective gives
+    gradients with a leading ``K`` from one forward and a vectorized backward
+    (``chunk_size`` rows at a time).
+
+    Args:
+        forward_func: the model or any callable ``f(*inputs, *args)``.
+        inputs: a tuple of tensors, dim 0 = examples.
+        objective: from :func:`target_objective`, :func:`neuron_objective`, or
+            your own ``objective(output, layer_value) -> Tensor[N] | Tensor[K, N]``.
+        additional_forward_args: a tuple passed after the inputs.
+        layer: the layer whose value the objective reads, if any.
+        attribute_to_layer_input: read the layer's input instead of its output.
+        create_graph: keep the result differentiable.
+        chunk_size: memory bound on the vectorized backward over K.
+
+    Returns:
+        A tuple of gradients shaped like ``inputs`` (with a leading ``K``).
+
+    >>> (g,) = input_gradients(model, (x,), target_objective(0))
+    """
+    return _engine.gradients(
+        _engine.functional(forward_func, detach=not create_graph), inputs,
+        additional_forward_args, objective, layer=layer,
+        input_side=attribute_to_layer_input, read_at_layer=layer is not None,
+        create_graph=create_graph, chunk_size=chunk_size,
+        model=N.unwrap_parallel(forward_func),
+    )
+
+
+def layer_gradients(
+    forward_func: Callable,
+    layer: nn.Module,
+    inputs: Sequence[Tensor],
+    objective: Callable,
+    *,
+    additional_forward_args: tuple = (),
+    attribute_to_layer_input: bool = False,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, ...]:
+    """Gradient of ``objective`` (summed over examples) with respect to a layer's value.
+
+    The layer's output (or input) is tapped with a zero probe; the gradient
+    with respect to the probe is returned, one tensor per tensor of the
+    layer's value (Captum's tuple convention), with a leading ``K`` for a
+    ``(K, N)`` objective.
+
+    >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
+    """
+    return _engine.gradients(
+        _engine.functional(forward_func, detach=not create_graph), inputs,
+        additional_forward_args, objective, layer=layer,
+        input_side=attribute_to_layer_input, wrt_layer=True,
+        create_graph=create_graph, chunk_size=chunk_size,
+    )
+
+
+def _rows(t: Any, n0: int, n1: int, s0: int, s1: int, n: int, per_point: bool) -> Any:
+    """Rows of a per-example (or per-point, ``(S, N, ...)``) value for steps
+    ``s0:s1`` and examples ``n0:n1``, laid out step-major."""
+    if not isinstance(t, Tensor):
+        return t
+    if per_point:
+        return t[s0:s1, n0:n1].reshape(-1, *t.shape[2:])
+    if t.dim() == 0 or t.shape[0] != n:
+        return t if (t.dim() == 0 or t.shape[0] == 1) else t.repeat(s1 - s0, *[1] * (t.dim() - 1))
+    part = t[n0:n1]
+    return part if s1 - s0 == 1 else part.repeat(s1 - s0, *[1] * (t.dim() - 1))
+
+
+def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
+    if isinstance(target, list):
+        return target[n0:n1] * reps
+    if isinstance(target, Tensor) and target.dim() == 1:
+        return target[n0:n1].repeat(reps)
+    return target
+
+
+def path_average(
+    grad_fn: Callable[[tuple, Any, tuple], tuple[Tensor, ...]],
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor | float, ...],
+    alphas: Tensor | Sequence[float],
+    weights: Tensor | Sequence[float],
+    *,
+    target: Any = None,
+    additional_forward_args: tuple = (),
+    multiply_by_delta: bool = False,
+    stacked: bool = False,
+    internal_batch_size: int | None = None,
+) -> tuple[Tensor, ...]:
+    """Weighted average of a gradient function over points on straight paths.
+
+    Computes, per example, ``sum_s w_s * g(b_s + alpha_s * (x_s - b_s))``
+    (times ``x_s - b_s`` with ``multiply_by_delta``), where ``g`` is
+    ``grad_fn`` evaluated on one expanded batch of path points (step-major
+    rows, like Captum), so the model sees large batches and one backward.
+
+    ``inputs``/``baselines`` entries are per example ``(N, ...)`` (shared by
+    all points: deterministic quadrature) or per point ``(S, N, ...)``
+    (sampled paths); ``alphas`` is ``(S,)`` or ``(S, N)``. ``target`` and
+    tensor ``additional_forward_args`` with a batch dim are repeated along with
+    the points. ``internal_batch_size`` bounds the rows per forward (whole
+    steps at a time, or slices of examples within a step when it is below
+    ``N``): it changes memory, never the result.
+
+    Args:
+        grad_fn: ``grad_fn(points, target_rows, args_rows)`` -> tuple of per-row
+            gradients (with a leading ``K`` when ``stacked``).
+        inputs, baselines: path ends and starts, one entry per input tensor.
+        alphas, weights: the path positions and their weights (see :func:`quadrature`).
+        target, additional_forward_args: per-example values repeated per row.
+        multiply_by_delta: multiply each point's gradient by ``x - b``.
+        stacked: ``grad_fn`` returns a leading ``K`` dim (many targets/neurons).
+        internal_batch_size: maximum rows per forward.
+
+    Returns:
+        A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
+    """
+    ref = next(t for t in inputs if isinstance(t, Tensor))
+    alphas = torch.as_tensor(alphas, dtype=ref.dtype, device=ref.device)
+    weights = torch.as_tensor(weights, dtype=ref.dtype, device=ref.device)
+    s = alphas.shape[0]
+    per_point = alphas.dim() == 2
+    n = ref.shape[1] if per_point else ref.shape[0]
+    if internal_batch_size is None or internal_batch_size >= s * n:
+        blocks = [(0, s, 0, n)]
+    elif internal_batch_size >= n:
+        steps = internal_batch_size // n
+        blocks = [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
+    else:
+        blocks = [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
+                  for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
+    total: list[Tensor] | None = None
+    for s0, s1, n0, n1 in blocks:
+        a = alphas[s0:s1] if not per_point else alphas[s0:s1, n0:n1]
+        ends = [_block(x, s0, s1, n0, n1, per_point) for x in inputs]
+        starts = [_block(b, s0, s1, n0, n1, per_point) for b in baselines]
+        points = tuple(
+            (b + _bcast(a, x) * (x - b)).reshape(-1, *x.shape[2:])
+            for x, b in zip(ends, starts)
+        )
+        args = tuple(_rows(t, n0, n1, s0, s1, n, False) for t in additional_forward_args)
+        grads = grad_fn(points, _target_rows(target, n0, n1, s1 - s0, n), args)
+        w = weights[s0:s1]
+        part = []
+        for i, g in enumerate(grads):
+            g = g.reshape(*g.shape[:int(stacked)], s1 - s0, n1 - n0, *g.shape[1 + int(stacked):])
+            if multiply_by_delta:
+                g = g * (ends[i] - starts[i])
+            part.append(torch.tensordot(w, g, dims=([0], [int(stacked)])) if not stacked
+                        else torch.einsum("s,ks...->k...", w, g))
+        if total is None and len(blocks) == 1:
+            return tuple(part)
+        total = _accumulate(total, part, n0, n1, n, stacked)
+    return tuple(total)
+
+
+def _block(t: Any, s0: int, s1: int, n0: int, n1: int, per_point: bool) -> Any:
+    """The ``(steps, examples, ...)`` block of a path end (broadcast over steps)."""
+    if not isinstance(t, Tensor):
+        return t
+    if per_point:
+        return t[s0:s1, n0:n1]
+    t = t if t.shape[0] == 1 else t[n0:n1]
+    return t.unsqueeze(0)
+
+
+def _bcast(a: Tensor, like: Any) -> Tensor:
+    """Alphas ``(S,)`` or ``(S, N)`` shaped to broadcast against ``(S, N, ...)``."""
+    extra = (like.dim() if isinstance(like, Tensor) else 2) - a.dim()
+    return a.reshape(*a.shape, *[1] * extra) if a.dim() == 2 else a.reshape(-1, 1, *[1] * (extra - 1))
+
+
+def _accumulate(total, part, n0, n1, n, stacked):
+    if total is None:
+        total = []
+        for p in part:
+            shape = list(p.shape)
+            shape[int(stacked)] = n
+            total.append(p.new_zeros(shape))
+    out = []
+    for t, p in zip(total, part):
+        if stacked:
+            t = t.clone()
+            t[:, n0:n1] = t[:, n0:n1] + p
+        else:
+            t = t.clone()
+            t[n0:n1] = t[n0:n1] + p
+        out.append(t)
+    return out
