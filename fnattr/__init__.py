@@ -1,16 +1,31 @@
 """fnattr: functional, JIT-compilable attribution for PyTorch.
 
-Public names are re-exported here; see the README for the composable core.
+Named methods are short compositions of the public transforms re-exported
+here; see the README for the composable core.
 """
 
 from ._engine import functional, transforms_active
-from ._methods import convergence_delta, internal_influence, interpolate, neuron_gradient
+from ._methods import (
+    convergence_delta,
+    deconvolution,
+    gradient,
+    gradient_shap,
+    guided_backprop,
+    internal_influence,
+    interpolate,
+    neuron_deconvolution,
+    neuron_gradient,
+    neuron_gradient_shap,
+    neuron_guided_backprop,
+)
+from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
     layer_gradients,
     neuron_objective,
     path_average,
     quadrature,
+    sample_paths,
     target_objective,
     targets_objective,
 )
@@ -18,17 +33,30 @@ from ._transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeconvReLU",
+    "GuidedReLU",
     "convergence_delta",
+    "deconv_relu",
+    "deconvolution",
     "functional",
+    "gradient",
+    "gradient_shap",
+    "guided_backprop",
+    "guided_relu",
     "input_gradients",
     "internal_influence",
     "interpolate",
     "layer_gradients",
+    "neuron_deconvolution",
     "neuron_gradient",
+    "neuron_gradient_shap",
+    "neuron_guided_backprop",
     "neuron_objective",
     "path_average",
     "quadrature",
+    "sample_paths",
     "target_objective",
     "targets_objective",
     "transforms_active",
+    "with_rule",
 ]

@@ -67,6 +67,12 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
 
     >>> f = functional(model)   # f(x) == model(x), no parameter graph
     """
+    ruled = getattr(forward_func, "__fnattr_rule__", None)
+    if ruled is not None:  # functionalize the model inside a ReLU rule
+        from ._rules import with_rule
+
+        inner, rule = ruled
+        return with_rule(functional(inner, detach=detach), rule)
     model = N.unwrap_parallel(forward_func)
     if not isinstance(model, nn.Module):
         return forward_func

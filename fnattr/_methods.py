@@ -9,6 +9,7 @@ README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -16,16 +17,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _normalize as N
+from ._rules import deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
     layer_gradients,
     neuron_objective,
     path_average,
     quadrature,
+    sample_paths,
     target_objective,
 )
 
-__all__ = ["neuron_gradient", "internal_influence", "convergence_delta", "interpolate"]
+__all__ = [
+    "convergence_delta",
+    "deconvolution",
+    "gradient",
+    "gradient_shap",
+    "guided_backprop",
+    "internal_influence",
+    "interpolate",
+    "neuron_deconvolution",
+    "neuron_gradient",
+    "neuron_gradient_shap",
+    "neuron_guided_backprop",
+]
 
 
 def neuron_gradient(
@@ -212,3 +227,250 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
             f"{tuple(layer_attribution.shape)}"
         )
     return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+def gradient(
+    forward_func: Callable,
+    inputs: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Gradient of the target output with respect to the inputs (signed saliency).
+
+    Captum's ``Saliency(abs=False)``; the base that ReLU rules turn into
+    guided backprop and deconvolution.
+
+    >>> g = gradient(model, x, target=3)
+    """
+    xs, was_tuple = N.as_tuple(inputs)
+    N.check_target(target, xs[0].shape[0])
+    grads = input_gradients(
+        forward_func, xs, target_objective(target),
+        additional_forward_args=N.format_args(additional_forward_args),
+        create_graph=create_graph,
+    )
+    return N.restore(grads, was_tuple)
+
+
+def guided_backprop(
+    model: Callable,
+    inputs: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Gradient with every ReLU's backward replaced by the guided rule.
+
+    Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
+    guided_relu), ...)``. Differs from Captum in reaching every ReLU the
+    forward runs (``F.relu``, ``torch.relu``, ``Tensor.relu`` and in-place
+    forms, not only ``nn.ReLU`` modules) and in printing no warnings.
+
+    References:
+        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
+
+    >>> attr = guided_backprop(model, x, target=3)
+    """
+    return gradient(with_rule(model, guided_relu), inputs, target,
+                    additional_forward_args, create_graph=create_graph)
+
+
+def deconvolution(
+    model: Callable,
+    inputs: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Gradient with every ReLU's backward replaced by the deconvolution rule.
+
+    Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
+    reaches every ReLU the forward runs (see :func:`with_rule`).
+
+    References:
+        Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901
+
+    >>> attr = deconvolution(model, x, target=3)
+    """
+    return gradient(with_rule(model, deconv_relu), inputs, target,
+                    additional_forward_args, create_graph=create_graph)
+
+
+def neuron_guided_backprop(
+    model: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    neuron_selector: Any,
+    additional_forward_args: Any = None,
+    attribute_to_neuron_input: bool = False,
+    *,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> N.TensorOrTuple:
+    """Neuron gradient under the guided ReLU rule (Captum's ``NeuronGuidedBackprop``).
+
+    >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
+    """
+    return neuron_gradient(with_rule(model, guided_relu), layer, inputs, neuron_selector,
+                           additional_forward_args, attribute_to_neuron_input,
+                           create_graph=create_graph, chunk_size=chunk_size)
+
+
+def neuron_deconvolution(
+    model: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    neuron_selector: Any,
+    additional_forward_args: Any = None,
+    attribute_to_neuron_input: bool = False,
+    *,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> N.TensorOrTuple:
+    """Neuron gradient under the deconvolution rule (Captum's ``NeuronDeconvolution``).
+
+    >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
+    """
+    return neuron_gradient(with_rule(model, deconv_relu), layer, inputs, neuron_selector,
+                           additional_forward_args, attribute_to_neuron_input,
+                           create_graph=create_graph, chunk_size=chunk_size)
+
+
+def _shap_paths(inputs: Any, baselines: Any, n_samples: Any, stdevs: Any,
+                generator: Any) -> tuple:
+    xs, was_tuple = N.as_tuple(inputs)
+    n_samples = N.check_positive_int(n_samples, "n_samples")
+    if callable(baselines) and not isinstance(baselines, Tensor):
+        baselines = baselines(inputs) if inspect.signature(baselines).parameters else baselines()
+    if baselines is None:
+        raise ValueError("`baselines` is required for gradient SHAP (a distribution of reference rows)")
+    bs = N.format_baselines(baselines, xs, distribution=True)
+    sds = N.format_stdevs(stdevs, len(xs))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    return xs, was_tuple, sample_paths(xs, bs, n_samples, sds, generator)
+
+
+def gradient_shap(
+    forward_func: Callable,
+    inputs: N.TensorOrTuple,
+    baselines: Any,
+    n_samples: int = 5,
+    stdevs: float | tuple[float, ...] = 0.0,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    return_convergence_delta: bool = False,
+    multiply_by_inputs: bool = True,
+    *,
+    generator: torch.Generator | None = None,
+    create_graph: bool = False,
+    internal_batch_size: int | None = None,
+) -> Any:
+    """Expected gradient over random points on random paths (GradientSHAP).
+
+    Captum's ``GradientShap``: the same path average as integrated gradients
+    with the quadrature replaced by samples (see :func:`sample_paths`): a
+    baseline row drawn from ``baselines``, Gaussian noise on the input, a
+    uniform position on the path; the gradient there is multiplied by
+    ``noisy input - baseline`` when ``multiply_by_inputs``. Differs from Captum
+    in drawing every random number from ``generator`` (bit-identical results
+    for the same generator state; numpy's RNG is never used) and in bounding
+    memory with ``internal_batch_size`` rows per forward.
+
+    References:
+        Lundberg & Lee, "A Unified Approach to Interpreting Model
+        Predictions", https://arxiv.org/abs/1705.07874
+
+    Args:
+        forward_func, inputs, target, additional_forward_args, create_graph,
+        internal_batch_size: see "Shared arguments".
+        baselines: reference rows (a tensor, a tuple, or a callable returning
+            them, called with ``inputs`` if it takes an argument).
+        n_samples: samples per example.
+        stdevs: noise standard deviation(s), one float or one per input.
+        return_convergence_delta: also return ``sum(attr) - (f(x') - f(b))``
+            per example and sample, example-major (``N * n_samples`` values).
+        multiply_by_inputs: multiply by ``x' - b`` (global attribution).
+        generator: the source of all randomness.
+
+    Returns:
+        Attributions shaped like ``inputs`` (and the deltas).
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> attr = gradient_shap(model, x, baselines=torch.zeros(8, 3, 32, 32), target=1,
+    ...                      n_samples=20, generator=g)
+    """
+    xs, was_tuple, (ends, starts, alphas) = _shap_paths(inputs, baselines, n_samples,
+                                                      stdevs, generator)
+    N.check_target(target, xs[0].shape[0])
+    args = N.format_args(additional_forward_args)
+    if internal_batch_size is not None:
+        N.check_positive_int(internal_batch_size, "internal_batch_size")
+
+    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return input_gradients(forward_func, points, target_objective(target_rows),
+                               additional_forward_args=args_rows, create_graph=create_graph)
+
+    per_sample = path_average(grad_at, ends, starts, alphas, [1.0] * n_samples,
+                              target=target, additional_forward_args=args,
+                              multiply_by_delta=multiply_by_inputs,
+                              internal_batch_size=internal_batch_size, reduce=False)
+    attrs = N.restore([p.mean(0) for p in per_sample], was_tuple)
+    if not return_convergence_delta:
+        return attrs
+    flat = lambda t: t.transpose(0, 1).reshape(-1, *t.shape[2:])  # example-major rows
+    delta = convergence_delta(
+        forward_func, tuple(flat(p) for p in per_sample), tuple(flat(s) for s in starts),
+        tuple(flat(e) for e in ends), target=N.repeat_interleave_target(target, n_samples),
+        additional_forward_args=N.repeat_interleave_args(args, n_samples, xs[0].shape[0]))
+    return attrs, delta
+
+
+def neuron_gradient_shap(
+    forward_func: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    neuron_selector: Any,
+    baselines: Any,
+    n_samples: int = 5,
+    stdevs: float | tuple[float, ...] = 0.0,
+    additional_forward_args: Any = None,
+    attribute_to_neuron_input: bool = False,
+    multiply_by_inputs: bool = True,
+    *,
+    generator: torch.Generator | None = None,
+    create_graph: bool = False,
+    internal_batch_size: int | None = None,
+    chunk_size: int | None = None,
+) -> N.TensorOrTuple:
+    """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
+
+    Captum's ``NeuronGradientShap``. A list of selectors shares one set of
+    draws, so slice ``k`` equals the single-selector call with the same seed.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> attr = neuron_gradient_shap(model, model.fc1, x, (4,), torch.zeros(8, 10), generator=g)
+    """
+    xs, was_tuple, (ends, starts, alphas) = _shap_paths(inputs, baselines, n_samples,
+                                                      stdevs, generator)
+    selectors, many = N.format_selectors(neuron_selector)
+    layer = N.resolve_layer(forward_func, layer)
+    if internal_batch_size is not None:
+        N.check_positive_int(internal_batch_size, "internal_batch_size")
+
+    def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return input_gradients(forward_func, points, neuron_objective(neuron_selector),
+                               additional_forward_args=args_rows, layer=layer,
+                               attribute_to_layer_input=attribute_to_neuron_input,
+                               create_graph=create_graph, chunk_size=chunk_size)
+
+    attrs = path_average(grad_at, ends, starts, alphas, [1.0 / n_samples] * n_samples,
+                         additional_forward_args=N.format_args(additional_forward_args),
+                         multiply_by_delta=multiply_by_inputs, stacked=many,
+                         internal_batch_size=internal_batch_size)
+    return N.restore(attrs, was_tuple)

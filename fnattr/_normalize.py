@@ -199,16 +199,22 @@ def check_target(target: Any, n_examples: int) -> None:
     )
 
 
-def repeat_target(target: Any, times: int) -> Any:
-    """Repeats a per-example ``target`` for ``times`` stacked copies of the batch
-    (copy-major, as the rows of a path are laid out)."""
-    if times == 1:
-        return target
+def repeat_interleave_target(target: Any, times: int) -> Any:
+    """A per-example ``target`` for ``times`` consecutive copies of each example."""
     if isinstance(target, list):
-        return target * times
+        return [t for t in target for _ in range(times)]
     if isinstance(target, Tensor) and target.dim() == 1:
-        return target.repeat(times)
+        return target.repeat_interleave(times)
     return target
+
+
+def repeat_interleave_args(args: tuple, times: int, n_examples: int) -> tuple:
+    """Per-example tensor args for ``times`` consecutive copies of each example."""
+    return tuple(
+        a.repeat_interleave(times, dim=0)
+        if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples else a
+        for a in args
+    )
 
 
 def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tensor:
@@ -363,7 +369,12 @@ def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Modu
 
 
 def unwrap_parallel(model: Any) -> Any:
-    """``DataParallel``/``DistributedDataParallel`` run their ``.module`` here."""
+    """The model behind a forward function: ``DataParallel`` and
+    ``DistributedDataParallel`` run their ``.module`` here (one device), and a
+    function made by ``with_rule`` is seen through to its model."""
+    ruled = getattr(model, "__fnattr_rule__", None)
+    if ruled is not None:
+        return unwrap_parallel(ruled[0])
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         return model.module
     return model

@@ -34,6 +34,7 @@ __all__ = [
     "input_gradients",
     "layer_gradients",
     "path_average",
+    "sample_paths",
 ]
 
 
@@ -121,7 +122,9 @@ def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
 def _per_example(picked: Tensor, value: Any) -> Tensor:
     n = (value[0] if isinstance(value, tuple) else value).shape[0]
     if picked.dim() == 1 and picked.shape[0] == n:
-        return picked
+        # A copy, not a view: a later in-place op on the layer value must not
+        # rewrite the neuron's history (Captum clones the layer value likewise).
+        return picked.clone() if picked._base is not None else picked
     if picked.numel() == 1:  # an aggregate over the batch: its gradient is the same
         return picked.reshape(1).expand(n) / n
     raise ValueError(
@@ -235,6 +238,7 @@ def path_average(
     multiply_by_delta: bool = False,
     stacked: bool = False,
     internal_batch_size: int | None = None,
+    reduce: bool = True,
 ) -> tuple[Tensor, ...]:
     """Weighted average of a gradient function over points on straight paths.
 
@@ -260,6 +264,9 @@ def path_average(
         multiply_by_delta: multiply each point's gradient by ``x - b``.
         stacked: ``grad_fn`` returns a leading ``K`` dim (many targets/neurons).
         internal_batch_size: maximum rows per forward.
+        reduce: if False, return the unweighted per-point values
+            ``(S, N, ...)`` instead of their weighted sum (e.g. to compute a
+            convergence delta per sample).
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
@@ -295,11 +302,13 @@ def path_average(
             g = g.reshape(*g.shape[:int(stacked)], s1 - s0, n1 - n0, *g.shape[1 + int(stacked):])
             if multiply_by_delta:
                 g = g * (ends[i] - starts[i])
-            part.append(torch.tensordot(w, g, dims=([0], [int(stacked)])) if not stacked
-                        else torch.einsum("s,ks...->k...", w, g))
-        if total is None and len(blocks) == 1:
+            if reduce:
+                g = torch.tensordot(w, g, dims=([0], [int(stacked)])) if not stacked \
+                    else torch.einsum("s,ks...->k...", w, g)
+            part.append(g)
+        if len(blocks) == 1:
             return tuple(part)
-        total = _accumulate(total, part, n0, n1, n, stacked)
+        total = _accumulate(total, part, (s0, s1, n0, n1), (s, n), stacked, reduce)
     return tuple(total)
 
 
@@ -319,20 +328,79 @@ def _bcast(a: Tensor, like: Any) -> Tensor:
     return a.reshape(*a.shape, *[1] * extra) if a.dim() == 2 else a.reshape(-1, 1, *[1] * (extra - 1))
 
 
-def _accumulate(total, part, n0, n1, n, stacked):
+def _accumulate(total, part, block, sizes, stacked, reduce):
+    """Adds (or, unreduced, places) one block's values into full-size tensors."""
+    s0, s1, n0, n1 = block
+    lead = (slice(None),) * int(stacked)
+    index = lead + ((slice(n0, n1),) if reduce else (slice(s0, s1), slice(n0, n1)))
     if total is None:
         total = []
         for p in part:
             shape = list(p.shape)
-            shape[int(stacked)] = n
+            if reduce:
+                shape[int(stacked)] = sizes[1]
+            else:
+                shape[int(stacked):int(stacked) + 2] = sizes
             total.append(p.new_zeros(shape))
-    out = []
-    for t, p in zip(total, part):
-        if stacked:
-            t = t.clone()
-            t[:, n0:n1] = t[:, n0:n1] + p
+    return [_put(t, index, p) for t, p in zip(total, part)]
+
+
+def _put(t: Tensor, index: tuple, p: Tensor) -> Tensor:
+    t = t.clone()  # out of place: the accumulation stays differentiable
+    t[index] = t[index] + p
+    return t
+
+
+def sample_paths(
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor | float, ...],
+    n_samples: int,
+    stdevs: tuple[float, ...],
+    generator: torch.Generator | None = None,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor]:
+    """Random straight paths for gradient SHAP: ``(ends, starts, alphas)``.
+
+    For each example and each of ``n_samples`` samples: a baseline row drawn
+    uniformly from ``baselines`` (independently per input tensor, as Captum
+    draws them), Gaussian noise ``N(0, stdev^2)`` added to the input, and a
+    position ``alpha ~ U(0, 1)`` on the path. Every draw comes from
+    ``generator`` (the global torch RNG when ``None``; numpy's is never
+    used), in a fixed order: baseline indices, noise, alphas.
+
+    Args:
+        inputs: tuple of ``(N, ...)`` tensors.
+        baselines: tuple of reference rows ``(B, ...)`` or numbers.
+        n_samples: samples per example ``S``.
+        stdevs: one noise standard deviation per input.
+        generator: the source of randomness.
+
+    Returns:
+        ``ends`` (noisy inputs) and ``starts`` (drawn baselines), tuples of
+        ``(S, N, ...)`` tensors, and ``alphas`` of shape ``(S, N)``.
+    """
+    ref = inputs[0]
+    n = ref.shape[0]
+    starts = []
+    for x, b in zip(inputs, baselines):
+        if isinstance(b, Tensor):
+            idx = torch.randint(b.shape[0], (n_samples, n), generator=generator,
+                                device=_rng_device(generator, b))
+            starts.append(b[idx.to(b.device)])
         else:
-            t = t.clone()
-            t[n0:n1] = t[n0:n1] + p
-        out.append(t)
-    return out
+            starts.append(torch.full((1, 1, *x.shape[1:]), b, dtype=x.dtype, device=x.device)
+                          .expand(n_samples, n, *x.shape[1:]))
+    ends = []
+    for x, sd in zip(inputs, stdevs):
+        x = x.unsqueeze(0).expand(n_samples, *x.shape)
+        if sd > 0:
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                device=_rng_device(generator, x))
+            x = x + sd * noise.to(x.device)
+        ends.append(x)
+    alphas = torch.rand((n_samples, n), generator=generator, dtype=ref.dtype,
+                        device=_rng_device(generator, ref)).to(ref.device)
+    return tuple(ends), tuple(starts), alphas
+
+
+def _rng_device(generator: torch.Generator | None, like: Tensor) -> torch.device:
+    return like.device if generator is None else generator.device

@@ -1,0 +1,169 @@
+"""Modified-ReLU gradient rules as ``torch.autograd.Function``s, applied by a scoped mode.
+
+A rule keeps ReLU's forward and replaces its backward:
+
+* **guided** (Springenberg et al., https://arxiv.org/abs/1412.6806): pass the
+  incoming gradient only where it is positive *and* the input was positive,
+  ``g -> relu(g) * 1[x > 0]``.
+* **deconvolution** (Zeiler & Fergus, https://arxiv.org/abs/1311.2901): pass
+  the positive part of the incoming gradient whatever the input's sign,
+  ``g -> relu(g)``.
+
+:func:`with_rule` returns a new function that runs the original with every
+ReLU it executes replaced by the rule. It uses a ``TorchFunctionMode`` active
+only during the call, so it reaches every spelling that goes through PyTorch's
+``__torch_function__`` dispatch:
+
+* reached: ``nn.ReLU`` (also ``inplace=True``, also one module reused many
+  times), ``F.relu`` (also ``inplace=True`` and aliases such as
+  ``from torch.nn.functional import relu``), ``F.relu_``, ``torch.relu``,
+  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``;
+* not reached: other activations (``ReLU6``, ``LeakyReLU``, ``clamp(min=0)``,
+  ``torch.maximum(x, 0)``), ops called below the Python dispatch layer
+  (``torch.ops.aten.relu``, TorchScript / ``torch.export`` programs, C++
+  extensions).
+
+Nothing global is patched: the mode is popped when the call returns or
+raises. Modes are per thread, so concurrent threads are unaffected.
+
+**Second derivatives** (``create_graph=True``): the rule's backward is
+``relu(g) * mask`` (guided) or ``relu(g)`` (deconvolution), written in
+differentiable ops. Differentiating it again treats the ReLU gate ``mask`` as a
+constant (its derivative with respect to the input is zero almost everywhere,
+as for plain ReLU) and differentiates ``relu(g)`` in the incoming gradient
+``g``: double backprop through a rule is exact for the rule as a function of
+the incoming gradient. **Forward mode** (``jvp``) sees the plain ReLU
+derivative ``t * 1[x > 0]``: the rules only redefine reverse mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["GuidedReLU", "DeconvReLU", "guided_relu", "deconv_relu", "with_rule"]
+
+
+def _forward(x: Tensor) -> Tensor:
+    return x.clamp(min=0)
+
+
+def _setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    # Save the gate, not the output: a later in-place op may modify the output.
+    mask = output > 0
+    ctx.save_for_backward(mask)
+    ctx.save_for_forward(mask)
+
+
+def _guided_backward(ctx: Any, grad: Tensor) -> Tensor:
+    (mask,) = ctx.saved_tensors
+    return grad.clamp(min=0) * mask
+
+
+def _deconv_backward(ctx: Any, grad: Tensor) -> Tensor:
+    return grad.clamp(min=0)
+
+
+def _jvp(ctx: Any, tangent: Tensor) -> Tensor:
+    (mask,) = ctx.saved_tensors
+    return tangent * mask
+
+
+def _rule_class(name: str, backward: Callable, with_jvp: bool) -> type:
+    body = {
+        "generate_vmap_rule": True,
+        "forward": staticmethod(_forward),
+        "setup_context": staticmethod(_setup_context),
+        "backward": staticmethod(backward),
+        "__doc__": f"ReLU with the {name} backward rule (see :mod:`fnattr._rules`).",
+    }
+    if with_jvp:
+        body["jvp"] = staticmethod(_jvp)
+    return type(name, (torch.autograd.Function,), body)
+
+
+GuidedReLU = _rule_class("GuidedReLU", _guided_backward, with_jvp=True)
+DeconvReLU = _rule_class("DeconvReLU", _deconv_backward, with_jvp=True)
+# torch.compile cannot trace a custom ``jvp`` (dynamo: "Unsupported custom jvp"):
+# while compiling, the same rules without forward mode are used.
+_COMPILED = {
+    GuidedReLU: _rule_class("GuidedReLU", _guided_backward, with_jvp=False),
+    DeconvReLU: _rule_class("DeconvReLU", _deconv_backward, with_jvp=False),
+}
+
+
+def _apply(rule: type, x: Tensor) -> Tensor:
+    if torch.compiler.is_compiling():
+        rule = _COMPILED[rule]
+    return rule.apply(x)
+
+
+def guided_relu(x: Tensor) -> Tensor:
+    """ReLU whose backward passes ``relu(grad)`` where ``x > 0`` (guided backprop).
+
+    >>> torch.autograd.grad(guided_relu(x).sum(), x)   # ones where x > 0
+    """
+    return _apply(GuidedReLU, x)
+
+
+def deconv_relu(x: Tensor) -> Tensor:
+    """ReLU whose backward passes ``relu(grad)`` whatever ``x`` (deconvolution)."""
+    return _apply(DeconvReLU, x)
+
+
+_OUT_OF_PLACE = frozenset({F.relu, torch.relu, Tensor.relu})
+_IN_PLACE = frozenset({F.relu_, torch.relu_, Tensor.relu_})
+_RULES = {guided_relu: GuidedReLU, deconv_relu: DeconvReLU}
+
+
+class _ReluRuleMode(TorchFunctionMode):
+    def __init__(self, rule: type) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _OUT_OF_PLACE or func in _IN_PLACE:
+            x = args[0]
+            out = _apply(self.rule, x)
+            if func in _IN_PLACE or kwargs.get("inplace", False):
+                return x.copy_(out)
+            return out
+        return func(*args, **kwargs)
+
+
+def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_relu) -> Callable:
+    """Returns ``forward_func`` with every ReLU it executes replaced by ``rule``.
+
+    A transform of the forward function, composable with every gradient
+    method: ``guided_backprop(model, x) == gradient(with_rule(model,
+    guided_relu), x)``. Scoped to each call; nothing is left patched when it
+    returns or raises. Works under ``torch.func.grad``/``vmap`` and
+    ``torch.compile`` (see the module docs for exactly which calls are reached).
+
+    Args:
+        forward_func: the model or any callable.
+        rule: :func:`guided_relu` or :func:`deconv_relu`.
+
+    Returns:
+        A callable with ``forward_func``'s signature.
+
+    >>> guided = with_rule(model, guided_relu)
+    >>> neuron_gradient(guided, model.conv2, x, (0, 3, 3))   # NeuronGuidedBackprop
+    """
+    if rule not in _RULES:
+        raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")
+    if not callable(forward_func):
+        raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+    rule_cls = _RULES[rule]
+
+    def ruled(*args: Any, **kwargs: Any) -> Any:
+        with _ReluRuleMode(rule_cls):
+            return forward_func(*args, **kwargs)
+
+    ruled.__fnattr_rule__ = (forward_func, rule)  # lets `functional` see the model
+    return ruled
