@@ -101,7 +101,7 @@ class _Tap:
 
     def __init__(self, input_side: bool, probes: Any = None,
                  read: Callable | None = None, stop_at: int | None = None,
-                 at_call: int | None = None) -> None:
+                 at_call: int | None = None, keep: bool = False) -> None:
         self.input_side = input_side
         self.probes = probes
         self.read = read
@@ -110,6 +110,8 @@ class _Tap:
         self.calls = 0
         self.shapes: list[tuple[torch.Size, torch.dtype, torch.device]] | None = None
         self.read_out: Any = None
+        self.keep = keep
+        self.value: tuple[Tensor, ...] | None = None
         self.created: tuple[Tensor, ...] | None = None
 
     def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
@@ -134,6 +136,8 @@ class _Tap:
             tensors = tuple(t + p for t, p in zip(tensors, self.created))
         elif self.probes is not None:
             tensors = tuple(t + p for t, p in zip(tensors, self.probes))
+        if self.keep:  # a copy: later in-place ops must not change it
+            self.value = tuple(t.clone() for t in tensors)
         if self.read is not None:
             self.read_out = self.read(tensors if len(tensors) > 1 else tensors[0])
         if self.stop_at == index:
@@ -196,7 +200,8 @@ def gradients(
     create_graph: bool = False,
     chunk_size: int | None = None,
     model: Any = None,
-) -> tuple[Tensor, ...]:
+    return_value: bool = False,
+) -> tuple[Tensor, ...] | tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Gradient of a per-example objective with respect to the inputs or a layer.
 
     ``objective(output, layer_value)`` returns ``(N,)`` or ``(K, N)`` values;
@@ -210,17 +215,19 @@ def gradients(
 
     The ``K`` rows share one forward; their backward passes are vectorized
     (``is_grads_batched`` / ``vmap`` over one-hot cotangents) in chunks of
-    ``chunk_size`` rows (all at once when ``None``).
+    ``chunk_size`` rows (all at once when ``None``). With ``return_value``
+    the layer's value is returned too: ``(grads, value)``.
     """
     stop_at = None
     if read_at_layer and not torch.compiler.is_compiling():
         stop_at = _known_last_call(model, layer)
     run = _plain if not transforms_active() else _functional
-    grads, calls = run(forward_func, inputs, args, objective, layer, input_side,
-                       wrt_layer, read_at_layer, stop_at, create_graph, chunk_size)
+    grads, value, calls = run(forward_func, inputs, args, objective, layer, input_side,
+                              wrt_layer, read_at_layer, stop_at, create_graph, chunk_size,
+                              return_value)
     if read_at_layer and stop_at is None:
         _remember_calls(model, layer, calls)
-    return grads
+    return (grads, value) if return_value else grads
 
 
 # layer -> {model -> how many times one forward of the model calls the layer}
@@ -248,17 +255,22 @@ def _read_fn(objective: Callable, read_at_layer: bool) -> Callable | None:
 
 
 def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-           read_at_layer, stop_at, create_graph, chunk_size):
+           read_at_layer, stop_at, create_graph, chunk_size, return_value):
     with torch.enable_grad():
         xs = tuple(inputs) if wrt_layer else tuple(_variable(x) for x in inputs)
         tap = None
         if layer is not None:
             tap = _Tap(input_side, probes="lazy" if wrt_layer else None,
-                       read=_read_fn(objective, read_at_layer), stop_at=stop_at)
+                       read=_read_fn(objective, read_at_layer), stop_at=stop_at,
+                       keep=return_value)
         out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         wrt = tap.created if wrt_layer else xs
-        return _backward(values, wrt, create_graph, chunk_size), tap and tap.calls
+        grads = _backward(values, wrt, create_graph, chunk_size)
+        value = None
+        if return_value:
+            value = tap.value if create_graph else tuple(v.detach() for v in tap.value)
+        return grads, value, tap and tap.calls
 
 
 def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
@@ -283,7 +295,7 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
 
 
 def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-                read_at_layer, stop_at, create_graph, chunk_size):
+                read_at_layer, stop_at, create_graph, chunk_size, return_value):
     n_inputs = len(inputs)
     at_call = None
     probes: tuple[Tensor, ...] = ()
@@ -302,16 +314,17 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
         if layer is not None:
             tap = _Tap(input_side, probes=primals if wrt_layer else None,
                        read=_read_fn(objective, read_at_layer), stop_at=stop_at,
-                       at_call=at_call)
+                       at_call=at_call, keep=return_value)
         out = forward_at(forward_func, xs, args, layer, tap)
         calls.append(tap and tap.calls)
-        return tap.read_out if read_at_layer else objective(out, None)
+        values = tap.read_out if read_at_layer else objective(out, None)
+        return values, (tap.value if return_value else ())
 
     primals = probes if wrt_layer else tuple(inputs)
-    values, vjp_fn = torch.func.vjp(pure, *primals)
+    values, vjp_fn, value = torch.func.vjp(pure, *primals, has_aux=True)
     if values.dim() == 1:
         grads = vjp_fn(torch.ones_like(values))
     else:
         k, n = values.shape
         grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(_batched_eye(k, n, values))
-    return grads, calls[0]
+    return grads, (value if return_value else None), calls[0]

@@ -187,13 +187,15 @@ def layer_gradients(
     attribute_to_layer_input: bool = False,
     create_graph: bool = False,
     chunk_size: int | None = None,
+    return_value: bool = False,
 ) -> tuple[Tensor, ...]:
     """Gradient of ``objective`` (summed over examples) with respect to a layer's value.
 
     The layer's output (or input) is tapped with a zero probe; the gradient
     with respect to the probe is returned, one tensor per tensor of the
     layer's value (Captum's tuple convention), with a leading ``K`` for a
-    ``(K, N)`` objective.
+    ``(K, N)`` objective. With ``return_value`` the layer's value is returned
+    too, as ``(grads, value)`` (a copy taken when the layer ran).
 
     >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
     """
@@ -201,7 +203,7 @@ def layer_gradients(
         _engine.functional(forward_func, detach=not create_graph), inputs,
         additional_forward_args, objective, layer=layer,
         input_side=attribute_to_layer_input, wrt_layer=True,
-        create_graph=create_graph, chunk_size=chunk_size,
+        create_graph=create_graph, chunk_size=chunk_size, return_value=return_value,
     )
 
 
