@@ -4,6 +4,7 @@ Named methods are short compositions of the public transforms re-exported
 here; see the README for the composable core.
 """
 
+from ._compile import compile
 from ._engine import functional, transforms_active
 from ._methods import (
     convergence_delta,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeconvReLU",
     "GuidedReLU",
+    "compile",
     "convergence_delta",
     "deconv_relu",
     "deconvolution",

@@ -160,6 +160,8 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
     """
     if layer is None or tap is None:
         return forward_func(*inputs, *args)
+    if torch.compiler.is_compiling():
+        return _forward_at_slot(forward_func, inputs, args, layer, tap)
     if tap.input_side:
         handle = layer.register_forward_pre_hook(tap)
     else:
@@ -175,6 +177,64 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
             f"the `layer` {type(layer).__name__} was not called by the forward "
             "function: is it a submodule of the model that runs?"
         )
+    return out
+
+
+class _Slot:
+    """A hook registered around a compiled call; the traced code sets its ``tap``.
+
+    Registering a hook inside a compiled region breaks the graph, so
+    :func:`fnattr.compile` registers one slot per (layer, side) before each
+    call and removes it after; the compiled code only assigns ``slot.tap``.
+    """
+
+    def __init__(self) -> None:
+        self.tap: _Tap | None = None
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
+        return None if self.tap is None else self.tap(module, args, output)
+
+
+# (id(layer), input_side) -> slot, for the calls in flight
+_SLOTS: dict[tuple[int, bool], _Slot] = {}
+
+
+class slots:
+    """Context manager: slot hooks on ``layers`` (both sides) for a compiled call."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        self.layers = [l for l in layers if l is not None]
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> "slots":
+        for layer in self.layers:
+            for side in (False, True):
+                slot = _SLOTS.setdefault((id(layer), side), _Slot())
+                register = layer.register_forward_pre_hook if side else layer.register_forward_hook
+                self.handles.append(register(slot))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
+        for layer in self.layers:
+            for side in (False, True):
+                _SLOTS.pop((id(layer), side), None)
+
+
+def _forward_at_slot(forward_func, inputs, args, layer, tap):
+    slot = _SLOTS.get((id(layer), tap.input_side))
+    if slot is None:
+        raise RuntimeError(
+            "layer taps inside torch.compile need their hooks registered outside the "
+            "compiled region: use fnattr.compile(method, model, layer) instead of "
+            "torch.compile on a layer method"
+        )
+    slot.tap = tap
+    try:
+        out = forward_func(*inputs, *args)
+    finally:
+        slot.tap = None
     return out
 
 
@@ -326,5 +386,12 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
         grads = vjp_fn(torch.ones_like(values))
     else:
         k, n = values.shape
-        grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(_batched_eye(k, n, values))
+        eye = _batched_eye(k, n, values)
+        if torch.compiler.is_compiling() and hasattr(forward_func, "__fnattr_rule__"):
+            # vmap over a custom autograd.Function does not compile
+            # (pytorch/pytorch#129845): one backward per row instead.
+            rows = [vjp_fn(eye[i]) for i in range(k)]
+            grads = tuple(torch.stack(g) for g in zip(*rows))
+        else:
+            grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(eye)
     return grads, (value if return_value else None), calls[0]

@@ -408,12 +408,21 @@ def gradient_shap(
     >>> attr = gradient_shap(model, x, baselines=torch.zeros(8, 3, 32, 32), target=1,
     ...                      n_samples=20, generator=g)
     """
-    xs, was_tuple, (ends, starts, alphas) = _shap_paths(inputs, baselines, n_samples,
-                                                      stdevs, generator)
+    xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
+    return _gradient_shap(forward_func, xs, was_tuple, paths, target, additional_forward_args,
+                          return_convergence_delta, multiply_by_inputs, create_graph,
+                          internal_batch_size)
+
+
+def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tuple,
+                   target: Any, additional_forward_args: Any, return_convergence_delta: bool,
+                   multiply_by_inputs: bool, create_graph: bool,
+                   internal_batch_size: int | None) -> Any:
+    """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
+    ends, starts, alphas = paths
+    n_samples = alphas.shape[0]
     N.check_target(target, xs[0].shape[0])
     args = N.format_args(additional_forward_args)
-    if internal_batch_size is not None:
-        N.check_positive_int(internal_batch_size, "internal_batch_size")
 
     def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         return input_gradients(forward_func, points, target_objective(target_rows),
@@ -422,7 +431,7 @@ def gradient_shap(
     per_sample = path_average(grad_at, ends, starts, alphas, [1.0] * n_samples,
                               target=target, additional_forward_args=args,
                               multiply_by_delta=multiply_by_inputs,
-                              internal_batch_size=internal_batch_size, reduce=False)
+                              internal_batch_size=_batch(internal_batch_size), reduce=False)
     attrs = N.restore([p.mean(0) for p in per_sample], was_tuple)
     if not return_convergence_delta:
         return attrs
@@ -459,12 +468,23 @@ def neuron_gradient_shap(
     >>> g = torch.Generator().manual_seed(0)
     >>> attr = neuron_gradient_shap(model, model.fc1, x, (4,), torch.zeros(8, 10), generator=g)
     """
-    xs, was_tuple, (ends, starts, alphas) = _shap_paths(inputs, baselines, n_samples,
-                                                      stdevs, generator)
-    selectors, many = N.format_selectors(neuron_selector)
+    xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
+    return _neuron_gradient_shap(forward_func, layer, xs, was_tuple, paths, neuron_selector,
+                                 additional_forward_args, attribute_to_neuron_input,
+                                 multiply_by_inputs, create_graph, internal_batch_size,
+                                 chunk_size)
+
+
+def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tuple: bool,
+                          paths: tuple, neuron_selector: Any, additional_forward_args: Any,
+                          attribute_to_neuron_input: bool, multiply_by_inputs: bool,
+                          create_graph: bool, internal_batch_size: int | None,
+                          chunk_size: int | None) -> N.TensorOrTuple:
+    """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
+    ends, starts, alphas = paths
+    n_samples = alphas.shape[0]
+    _, many = N.format_selectors(neuron_selector)
     layer = N.resolve_layer(forward_func, layer)
-    if internal_batch_size is not None:
-        N.check_positive_int(internal_batch_size, "internal_batch_size")
 
     def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         return input_gradients(forward_func, points, neuron_objective(neuron_selector),
@@ -475,7 +495,7 @@ def neuron_gradient_shap(
     attrs = path_average(grad_at, ends, starts, alphas, [1.0 / n_samples] * n_samples,
                          additional_forward_args=N.format_args(additional_forward_args),
                          multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=internal_batch_size)
+                         internal_batch_size=_batch(internal_batch_size))
     return N.restore(attrs, was_tuple)
 
 

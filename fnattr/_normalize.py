@@ -236,7 +236,7 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
                 f"dims (output shape {tuple(output.shape)})"
             )
         _check_index_bounds(index, output.shape[1:], "target")
-        selected = output[(slice(None), *index)]
+        selected = take(output, index)
     elif isinstance(target, list) and target and isinstance(target[0], tuple):
         if any(len(t) != output.dim() - 1 for t in target):
             raise ValueError(
@@ -270,6 +270,21 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
             f"selection has shape {tuple(selected.shape)})"
         )
     return selected
+
+
+def take(t: Tensor, index: tuple) -> Tensor:
+    """``t[:, *index]``. Tensor indices (0-d, as ``fnattr.compile`` passes them)
+    become one ``index_select`` on a linear index, so a compiled graph does not
+    specialize on their values."""
+    if not any(isinstance(i, Tensor) for i in index) or any(isinstance(i, slice) for i in index):
+        return t[(slice(None), *index)]
+    sizes = t.shape[1:1 + len(index)]
+    linear = torch.zeros((), dtype=torch.long, device=t.device)
+    for i, size in zip(index, sizes):
+        i = torch.as_tensor(i, device=t.device).long()
+        linear = linear * size + torch.where(i < 0, i + size, i)
+    flat = t.reshape(t.shape[0], -1, *t.shape[1 + len(index):])
+    return flat.index_select(1, linear.reshape(1)).squeeze(1)
 
 
 def _is_functorch(t: Tensor) -> bool:
@@ -344,7 +359,7 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
             f"the layer value (shape {tuple(value.shape)}), or use slices"
         )
     _check_index_bounds(index, value.shape[1:], "neuron_selector")
-    selected = value[(slice(None), *index)]
+    selected = take(value, index)
     if has_slice:
         selected = selected.reshape(selected.shape[0], -1).sum(1)
     return selected

@@ -88,18 +88,18 @@ def _rule_class(name: str, backward: Callable, with_jvp: bool) -> type:
 
 GuidedReLU = _rule_class("GuidedReLU", _guided_backward, with_jvp=True)
 DeconvReLU = _rule_class("DeconvReLU", _deconv_backward, with_jvp=True)
-# torch.compile cannot trace a custom ``jvp`` (dynamo: "Unsupported custom jvp"):
-# while compiling, the same rules without forward mode are used.
-_COMPILED = {
-    GuidedReLU: _rule_class("GuidedReLU", _guided_backward, with_jvp=False),
-    DeconvReLU: _rule_class("DeconvReLU", _deconv_backward, with_jvp=False),
+# name -> (eager rule, rule for torch.compile). Dynamo cannot trace a custom
+# ``jvp`` ("Unsupported custom jvp"): while compiling, the same rules without
+# forward mode are used.
+_CLASSES = {
+    "guided": (GuidedReLU, _rule_class("GuidedReLU", _guided_backward, with_jvp=False)),
+    "deconv": (DeconvReLU, _rule_class("DeconvReLU", _deconv_backward, with_jvp=False)),
 }
 
 
-def _apply(rule: type, x: Tensor) -> Tensor:
-    if torch.compiler.is_compiling():
-        rule = _COMPILED[rule]
-    return rule.apply(x)
+def _apply(name: str, x: Tensor) -> Tensor:
+    eager, compiled = _CLASSES[name]
+    return (compiled if torch.compiler.is_compiling() else eager).apply(x)
 
 
 def guided_relu(x: Tensor) -> Tensor:
@@ -107,21 +107,21 @@ def guided_relu(x: Tensor) -> Tensor:
 
     >>> torch.autograd.grad(guided_relu(x).sum(), x)   # ones where x > 0
     """
-    return _apply(GuidedReLU, x)
+    return _apply("guided", x)
 
 
 def deconv_relu(x: Tensor) -> Tensor:
     """ReLU whose backward passes ``relu(grad)`` whatever ``x`` (deconvolution)."""
-    return _apply(DeconvReLU, x)
+    return _apply("deconv", x)
 
 
 _OUT_OF_PLACE = frozenset({F.relu, torch.relu, Tensor.relu})
 _IN_PLACE = frozenset({F.relu_, torch.relu_, Tensor.relu_})
-_RULES = {guided_relu: GuidedReLU, deconv_relu: DeconvReLU}
+_RULES = {guided_relu: "guided", deconv_relu: "deconv"}
 
 
 class _ReluRuleMode(TorchFunctionMode):
-    def __init__(self, rule: type) -> None:
+    def __init__(self, rule: str) -> None:
         super().__init__()
         self.rule = rule
 
@@ -159,10 +159,10 @@ def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_
         raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")
     if not callable(forward_func):
         raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
-    rule_cls = _RULES[rule]
+    rule_name = _RULES[rule]
 
     def ruled(*args: Any, **kwargs: Any) -> Any:
-        with _ReluRuleMode(rule_cls):
+        with _ReluRuleMode(rule_name):
             return forward_func(*args, **kwargs)
 
     ruled.__fnattr_rule__ = (forward_func, rule)  # lets `functional` see the model

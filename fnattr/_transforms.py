@@ -17,7 +17,6 @@ README's "Composable core" section).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -38,7 +37,6 @@ __all__ = [
 ]
 
 
-@functools.lru_cache(maxsize=64)
 def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Nodes and weights of a rule for integrals over ``alpha`` in ``[0, 1]``.
 
@@ -60,7 +58,16 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
     >>> alphas, weights
     ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
     """
-    method, n = N.check_method(method, n_steps)
+    key = N.check_method(method, n_steps)
+    if key not in _QUADRATURE:  # computed eagerly: numpy and ``tolist`` do not trace
+        _QUADRATURE[key] = _quadrature(*key)
+    return _QUADRATURE[key]
+
+
+_QUADRATURE: dict[tuple[str, int], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+
+def _quadrature(method: str, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if method == "gausslegendre":
         nodes, w = np.polynomial.legendre.leggauss(n)
         return tuple((0.5 * (1 + nodes)).tolist()), tuple((0.5 * w).tolist())

@@ -1,0 +1,155 @@
+"""Compiled attribution: ``fnattr.compile(method, model, layer)``.
+
+The named methods are traced whole by ``torch.compile(fullgraph=True)``; inside
+the compiled region the engine runs in its functional mode (``torch.func.vjp``
+of a pure function of the probes, no ``torch.autograd.grad``). Three things
+are kept *outside* the compiled region, eagerly, by the wrapper returned here:
+
+* **hooks**: registering a hook while tracing breaks the graph, so a persistent
+  slot hook is registered on the layer around each call and the traced code
+  only points it at its tap;
+* **random draws**: gradient SHAP's baselines, noise and path positions are
+  drawn eagerly from the caller's ``torch.Generator`` and passed in as
+  tensors, so results are bit-identical to the eager method for the same seed
+  (inductor's own RNG differs from eager's and is never used);
+* **indices as tensors**: an int ``target`` or neuron index is turned into a
+  0-d tensor before the call, so a new target or neuron of the same form reuses
+  the graph instead of recompiling.
+
+Shapes: the first call compiles for its shapes; the first call with a new
+batch size recompiles once with dynamic shapes (``dynamic=None``, PyTorch's
+automatic dynamic), after which other batch sizes reuse it. ``dynamic=False``
+compiles one graph per batch size instead. Known upstream limit: ``vmap`` over
+a custom ``autograd.Function`` does not compile (pytorch/pytorch#129845), so
+under a ReLU rule several neurons/targets are backpropagated one by one inside
+the graph instead of with ``vmap``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import _engine, _methods as M, _normalize as N
+from ._transforms import quadrature
+
+__all__ = ["compile"]
+
+_LAYER_METHODS = {
+    M.neuron_gradient, M.internal_influence, M.neuron_gradient_shap,
+    M.neuron_guided_backprop, M.neuron_deconvolution, M.neuron_integrated_gradients,
+    M.layer_conductance,
+}
+_INPUT_METHODS = {
+    M.gradient, M.gradient_shap, M.guided_backprop, M.deconvolution,
+    M.integrated_gradients,
+}
+_SAMPLED = {M.gradient_shap: M._gradient_shap, M.neuron_gradient_shap: M._neuron_gradient_shap}
+
+
+def _as_tensor_index(value: Any) -> Any:
+    """Ints (alone or in tuples/lists) as 0-d long tensors; slices and callables kept."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return torch.tensor(int(value))
+    if isinstance(value, tuple):
+        return tuple(_as_tensor_index(v) for v in value)
+    if isinstance(value, list) and value and not all(
+            isinstance(v, numbers.Integral) for v in value):
+        return [_as_tensor_index(v) for v in value]  # a list of selectors
+    return value
+
+
+def compile(
+    method: Callable,
+    forward_func: Callable,
+    layer: nn.Module | str | None = None,
+    *,
+    dynamic: bool | None = None,
+    mode: str | None = None,
+    fullgraph: bool = True,
+) -> Callable:
+    """Returns ``method`` bound to a model (and layer), compiled with ``torch.compile``.
+
+    The result takes the rest of ``method``'s arguments (everything after
+    ``forward_func`` and ``layer``) and gives the same numbers as the eager
+    method (to float tolerance: inductor may reorder reductions, ~1e-6
+    relative in float32). Compilation happens on the first call and again
+    when the shapes change (see the module docs); keep one compiled function
+    per model and reuse it. Pass ``target``/neuron indices freely: ints are
+    turned into tensors so new values do not recompile.
+
+    Args:
+        method: one of fnattr's methods, e.g. ``fnattr.internal_influence``.
+        forward_func: the model or callable.
+        layer: the layer, for layer and neuron methods.
+        dynamic, mode, fullgraph: passed to ``torch.compile``.
+
+    Returns:
+        ``compiled(inputs, *args, **kwargs)`` with ``method``'s remaining signature.
+
+    >>> ii = fnattr.compile(fnattr.internal_influence, model, model.conv2)
+    >>> attr = ii(x, target=3, n_steps=50)          # compiles
+    >>> attr = ii(x, target=5, n_steps=50)          # reuses the graph
+    """
+    if method not in _LAYER_METHODS and method not in _INPUT_METHODS:
+        raise ValueError(f"`method` must be one of fnattr's attribution methods, got {method!r}")
+    N.check_forward_func(forward_func)
+    needs_layer = method in _LAYER_METHODS
+    if needs_layer:
+        if layer is None:
+            raise ValueError(f"`layer` is required to compile {method.__name__}")
+        layer = N.resolve_layer(forward_func, layer)
+    elif layer is not None:
+        raise ValueError(f"`layer` is not an argument of {method.__name__}")
+
+    core = _SAMPLED.get(method)
+    if core is None:
+        bound = (lambda *a, **k: method(forward_func, layer, *a, **k)) if needs_layer \
+            else (lambda *a, **k: method(forward_func, *a, **k))
+    elif needs_layer:
+        bound = lambda *a, **k: core(forward_func, layer, *a, **k)
+    else:
+        bound = lambda *a, **k: core(forward_func, *a, **k)
+    compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
+
+    sig = inspect.signature(method)
+    n_bound = 2 if needs_layer else 1
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound_args = sig.bind(*((None,) * n_bound), *args, **kwargs)
+        bound_args.apply_defaults()
+        a = dict(bound_args.arguments)
+        for key in ("target", "neuron_selector"):
+            if key in a:
+                a[key] = _as_tensor_index(a[key])
+        if "n_steps" in a:  # quadrature is computed eagerly (numpy does not trace)
+            quadrature(a["method"], a["n_steps"] + (method is M.layer_conductance))
+        with _engine.slots([layer] if needs_layer else []):
+            if core is not None:
+                return compiled(*_draw_outside(method, a))
+            del a["forward_func" if "forward_func" in a else "model"]
+            a.pop("layer", None)
+            return compiled(**a)
+
+    call.__name__ = f"compiled_{method.__name__}"
+    call.__doc__ = method.__doc__
+    return call
+
+
+def _draw_outside(method: Callable, a: dict) -> tuple:
+    """Draws a sampled method's paths eagerly; returns its deterministic core's arguments."""
+    xs, was_tuple, paths = M._shap_paths(a["inputs"], a["baselines"], a["n_samples"],
+                                         a["stdevs"], a["generator"])
+    if method is M.gradient_shap:
+        return (xs, was_tuple, paths, a["target"], a["additional_forward_args"],
+                a["return_convergence_delta"], a["multiply_by_inputs"], a["create_graph"],
+                a["internal_batch_size"])
+    return (xs, was_tuple, paths, a["neuron_selector"], a["additional_forward_args"],
+            a["attribute_to_neuron_input"], a["multiply_by_inputs"], a["create_graph"],
+            a["internal_batch_size"], a["chunk_size"])
