@@ -6,6 +6,7 @@ here; see the README for the composable core.
 
 from ._compile import compile
 from ._engine import functional, transforms_active
+from ._normalize import each
 from ._methods import (
     convergence_delta,
     deconvolution,
@@ -43,6 +44,7 @@ __all__ = [
     "convergence_delta",
     "deconv_relu",
     "deconvolution",
+    "each",
     "functional",
     "gradient",
     "gradient_shap",

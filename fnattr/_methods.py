@@ -139,8 +139,7 @@ def internal_influence(
     N.check_target(target, xs[0].shape[0])
     alphas, weights = quadrature(method, n_steps)
     layer = N.resolve_layer(forward_func, layer)
-    if internal_batch_size is not None:
-        N.check_positive_int(internal_batch_size, "internal_batch_size")
+    internal_batch_size = _batch(internal_batch_size)
 
     def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         return layer_gradients(
@@ -153,7 +152,7 @@ def internal_influence(
     attrs = path_average(
         grad_at, xs, bs, alphas, weights, target=target,
         additional_forward_args=N.format_args(additional_forward_args),
-        internal_batch_size=internal_batch_size,
+        stacked=isinstance(target, N.Each), internal_batch_size=internal_batch_size,
     )
     return attrs if len(attrs) > 1 else attrs[0]
 
@@ -428,19 +427,26 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
         return input_gradients(forward_func, points, target_objective(target_rows),
                                additional_forward_args=args_rows, create_graph=create_graph)
 
+    many = isinstance(target, N.Each)
     per_sample = path_average(grad_at, ends, starts, alphas, [1.0] * n_samples,
                               target=target, additional_forward_args=args,
-                              multiply_by_delta=multiply_by_inputs,
+                              multiply_by_delta=multiply_by_inputs, stacked=many,
                               internal_batch_size=_batch(internal_batch_size), reduce=False)
-    attrs = N.restore([p.mean(0) for p in per_sample], was_tuple)
+    attrs = N.restore([p.mean(int(many)) for p in per_sample], was_tuple)
     if not return_convergence_delta:
         return attrs
     flat = lambda t: t.transpose(0, 1).reshape(-1, *t.shape[2:])  # example-major rows
-    delta = convergence_delta(
-        forward_func, tuple(flat(p) for p in per_sample), tuple(flat(s) for s in starts),
-        tuple(flat(e) for e in ends), target=N.repeat_interleave_target(target, n_samples),
-        additional_forward_args=N.repeat_interleave_args(args, n_samples, xs[0].shape[0]))
-    return attrs, delta
+    n = xs[0].shape[0]
+
+    def delta(k: int | None) -> Tensor:
+        t = target if k is None else target.targets[k]
+        return convergence_delta(
+            forward_func, tuple(flat(p if k is None else p[k]) for p in per_sample),
+            tuple(flat(s) for s in starts), tuple(flat(e) for e in ends),
+            target=N.repeat_interleave_target(t, n_samples),
+            additional_forward_args=N.repeat_interleave_args(args, n_samples, n))
+
+    return attrs, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
 
 
 def neuron_gradient_shap(
@@ -535,12 +541,17 @@ def integrated_gradients(
         return input_gradients(forward_func, points, target_objective(target_rows),
                                additional_forward_args=args_rows, create_graph=create_graph)
 
+    many = isinstance(target, N.Each)
     attrs = path_average(grad_at, xs, bs, alphas, weights, target=target,
                          additional_forward_args=args, multiply_by_delta=multiply_by_inputs,
-                         internal_batch_size=_batch(internal_batch_size))
+                         stacked=many, internal_batch_size=_batch(internal_batch_size))
     out = N.restore(attrs, was_tuple)
     if not return_convergence_delta:
         return out
+    if many:
+        return out, torch.stack([
+            convergence_delta(forward_func, tuple(a[k] for a in attrs), bs, xs, t, args)
+            for k, t in enumerate(target.targets)])
     return out, convergence_delta(forward_func, attrs, bs, xs, target, args)
 
 
@@ -620,29 +631,41 @@ def layer_conductance(
     layer = N.resolve_layer(forward_func, layer)
     args = N.format_args(additional_forward_args)
 
+    many = isinstance(target, N.Each)
+
     def grad_and_value(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         grads, value = layer_gradients(
             forward_func, layer, points, target_objective(target_rows),
             additional_forward_args=args_rows, attribute_to_layer_input=attribute_to_layer_input,
             create_graph=create_graph, return_value=True)
+        if many:  # the layer value is shared by every target
+            value = tuple(v.expand(len(target), *v.shape) for v in value)
         return (*grads, *value)
 
     per_point = path_average(grad_and_value, xs, bs, alphas, [1.0] * len(alphas),
-                             target=target, additional_forward_args=args,
+                             target=target, additional_forward_args=args, stacked=many,
                              internal_batch_size=_batch(internal_batch_size), reduce=False)
-    k = len(per_point) // 2
-    attrs = tuple((g[:-1] * (v[1:] - v[:-1])).sum(0)
-                  for g, v in zip(per_point[:k], per_point[k:]))
+    half = len(per_point) // 2
+    step = (slice(None),) * int(many)  # the path axis follows the optional K axis
+    attrs = tuple(
+        (g[(*step, slice(None, -1))] * (v[(*step, slice(1, None))] - v[(*step, slice(None, -1))]))
+        .sum(int(many))
+        for g, v in zip(per_point[:half], per_point[half:]))
     out = attrs if len(attrs) > 1 else attrs[0]
     if not return_convergence_delta:
         return out
-    total = sum(a.reshape(a.shape[0], -1).sum(1) for a in attrs)
-    with torch.no_grad():
-        starts = tuple(torch.full_like(x, b) if not isinstance(b, Tensor) else b.expand_as(x)
-                       for x, b in zip(xs, bs))
-        f_end = N.select_target(forward_func(*xs, *args), target, False)
-        f_start = N.select_target(forward_func(*starts, *args), target, False)
-    return out, total - (f_end.reshape(len(f_end), -1).sum(1) - f_start.reshape(len(f_start), -1).sum(1))
+    starts = tuple(torch.full_like(x, b) if not isinstance(b, Tensor) else b.expand_as(x)
+                   for x, b in zip(xs, bs))
+
+    def delta(k: int | None) -> Tensor:
+        t = target if k is None else target.targets[k]
+        total = sum(_row_sums(a if k is None else a[k]) for a in attrs)
+        with torch.no_grad():
+            f_end = _row_sums(N.select_target(forward_func(*xs, *args), t, False))
+            f_start = _row_sums(N.select_target(forward_func(*starts, *args), t, False))
+        return total - (f_end - f_start)
+
+    return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
 
 
 def _batch(internal_batch_size: Any) -> int | None:

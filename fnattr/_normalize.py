@@ -160,9 +160,56 @@ def check_method(method: Any, n_steps: Any) -> tuple[str, int]:
     return method, n_steps
 
 
+class Each:
+    """Several targets attributed in one pass; see :func:`fnattr.each`."""
+
+    __slots__ = ("targets",)
+
+    def __init__(self, targets: Any) -> None:
+        self.targets = tuple(targets)
+
+    def map(self, fn: Callable[[Any], Any]) -> "Each":
+        return Each(fn(t) for t in self.targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __repr__(self) -> str:
+        return f"each({list(self.targets)!r})"
+
+
+def each(targets: Any) -> Each:
+    """Asks for attributions of several targets in one pass.
+
+    ``target=fnattr.each([0, 1, 2])`` attributes each of the three targets
+    with one shared forward and a vectorized backward; the result gains a
+    leading dim of size 3 (row ``k`` equals the call with ``target=targets[k]``).
+    Each entry may be any Captum target form (an int, a tuple, a per-example
+    list or tensor). A plain list keeps Captum's meaning: one target per example.
+
+    Args:
+        targets: an iterable of targets, e.g. ``range(num_classes)``.
+
+    Returns:
+        A marker to pass as ``target``.
+
+    >>> sal = fnattr.gradient(model, x, target=fnattr.each(range(10)))   # (10, *x.shape)
+    """
+    out = Each(targets)
+    if not out.targets:
+        raise ValueError("`target`: fnattr.each() needs at least one target")
+    return out
+
+
 def check_target(target: Any, n_examples: int) -> None:
     """Validates ``target`` against the number of examples (shape checks follow
     at selection time, when the output's shape is known)."""
+    if isinstance(target, Each):
+        for t in target.targets:
+            if isinstance(t, Each):
+                raise TypeError("`target`: fnattr.each() cannot be nested")
+            check_target(t, n_examples)
+        return
     if target is None or isinstance(target, Tensor) and target.dim() == 0:
         return
     if isinstance(target, bool):
@@ -201,6 +248,8 @@ def check_target(target: Any, n_examples: int) -> None:
 
 def repeat_interleave_target(target: Any, times: int) -> Any:
     """A per-example ``target`` for ``times`` consecutive copies of each example."""
+    if isinstance(target, Each):
+        return target.map(lambda t: repeat_interleave_target(t, times))
     if isinstance(target, list):
         return [t for t in target for _ in range(times)]
     if isinstance(target, Tensor) and target.dim() == 1:
@@ -303,9 +352,11 @@ def check_selector(selector: Any, name: str = "neuron_selector") -> None:
     """Type-checks one selector (an int, a tuple of ints/slices, or a callable)."""
     if callable(selector):
         return
+    if isinstance(selector, str) and selector != "all":
+        raise ValueError(f"`{name}` as a string must be \"all\" (every neuron), got {selector!r}")
     if isinstance(selector, bool):
         raise TypeError(f"`{name}` must be an int, a tuple or a callable, not bool")
-    if isinstance(selector, (numbers.Integral, Tensor)):
+    if isinstance(selector, (numbers.Integral, Tensor, str)):
         return
     if isinstance(selector, tuple):
         for s in selector:
@@ -322,7 +373,11 @@ def check_selector(selector: Any, name: str = "neuron_selector") -> None:
 
 
 def format_selectors(neuron_selector: Any) -> tuple[list, bool]:
-    """Returns ``(selectors, was_list)``; a list asks for several neurons at once."""
+    """Returns ``(selectors, many)``; a list, or ``"all"``, asks for several neurons
+    at once."""
+    if isinstance(neuron_selector, str):
+        check_selector(neuron_selector)
+        return [neuron_selector], True
     if isinstance(neuron_selector, list):
         if not neuron_selector:
             raise ValueError("`neuron_selector` is an empty list")

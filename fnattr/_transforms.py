@@ -93,6 +93,8 @@ def target_objective(target: Any = None) -> Callable[[Tensor, Any], Tensor]:
 
     >>> grads = input_gradients(model, (x,), target_objective(3))
     """
+    if isinstance(target, N.Each):
+        return targets_objective(target.targets)
     return lambda output, _value=None: N.select_target(output, target)
 
 
@@ -112,7 +114,9 @@ def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
 
     ``neuron_selector``: an int, a tuple of ints/slices (slices are summed), a
     callable on the layer value, or a **list** of those (then the objective
-    is ``(K, N)``: all K neurons from one forward).
+    is ``(K, N)``: all K neurons from one forward), or ``"all"``: every neuron
+    of the layer, ``K = value[0].numel()`` rows in row-major order of the
+    layer's per-example shape (reshape the result's leading dim to that shape).
 
     >>> grads = input_gradients(model, (x,), neuron_objective([(0,), (1,)]),
     ...                         layer=model.fc1)        # shape (2, *x.shape)
@@ -120,6 +124,10 @@ def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
     selectors, many = N.format_selectors(neuron_selector)
 
     def objective(_output: Any, value: Any) -> Tensor:
+        if selectors == ["all"]:
+            if isinstance(value, tuple):
+                raise ValueError('`neuron_selector` "all" needs a layer whose value is one tensor')
+            return value.reshape(value.shape[0], -1).T.clone()
         picked = [_per_example(N.select_neuron(value, s), value) for s in selectors]
         return torch.stack(picked) if many else picked[0]
 
@@ -228,6 +236,8 @@ def _rows(t: Any, n0: int, n1: int, s0: int, s1: int, n: int, per_point: bool) -
 
 
 def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
+    if isinstance(target, N.Each):
+        return target.map(lambda t: _target_rows(t, n0, n1, reps, n))
     if isinstance(target, list):
         return target[n0:n1] * reps
     if isinstance(target, Tensor) and target.dim() == 1:
