@@ -29,8 +29,8 @@ import fnattr
 from fnattr.compat import GradientShap as FGradientShap
 from fnattr.compat import NeuronGradientShap as FNeuronGradientShap
 
-from _shap_reference import captum_draws, captum_gradient_shap, naive_per_sample, seeded
-from conftest import ConvNet, MultiInput
+from ._shap_reference import captum_draws, captum_gradient_shap, naive_per_sample, seeded
+from .conftest import ConvNet, MultiInput
 
 DT = torch.float64
 
