@@ -28,91 +28,11 @@ import fnattr
 from fnattr import compat
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
-    from ._reference import assert_same, quiet
+    from ._reference import Looped, Nested, OneOut, Out3D, TupleNet, assert_same, quiet
     from .conftest import MLP, ConvNet, MultiInput, ReusedReLU
 except ImportError:
-    from _reference import assert_same, quiet
+    from _reference import Looped, Nested, OneOut, Out3D, TupleNet, assert_same, quiet
     from conftest import MLP, ConvNet, MultiInput, ReusedReLU
-
-
-# ----------------------------------------------------------------- models
-
-
-class OneOut(nn.Module):
-    """One output per example: shape (N,), or (N, 1) with ``keepdim``."""
-
-    def __init__(self, keepdim=False):
-        super().__init__()
-        self.keepdim = keepdim
-        self.fc1 = nn.Linear(6, 8)
-        self.relu = nn.ReLU()
-        self.fc2 = nn.Linear(8, 1)
-
-    def forward(self, x):
-        y = self.fc2(self.relu(self.fc1(x)))
-        return y if self.keepdim else y.squeeze(-1)
-
-
-class Out3D(nn.Module):
-    """Output of shape (N, 2, 3): targets are tuples."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(6, 8)
-        self.relu = nn.ReLU()
-        self.fc2 = nn.Linear(8, 6)
-
-    def forward(self, x):
-        return self.fc2(self.relu(self.fc1(x))).view(-1, 2, 3)
-
-
-class Split(nn.Module):
-    """A layer whose output is a tuple of two tensors."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(6, 5)
-        self.b = nn.Linear(6, 4)
-
-    def forward(self, x):
-        return self.a(x), self.b(x)
-
-
-class TupleNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.split = Split()
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(9, 3)
-
-    def forward(self, x):
-        h1, h2 = self.split(x)
-        return self.head(torch.cat([self.relu(h1), torch.tanh(h2)], 1))
-
-
-class Looped(nn.Module):
-    """Calls ``lin`` ``times`` times (a non-tensor forward arg)."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(5, 5)
-        self.head = nn.Linear(5, 3)
-
-    def forward(self, x, times=1):
-        h = x
-        for _ in range(times):
-            h = torch.tanh(self.lin(h))
-        return self.head(h)
-
-
-class Nested(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8))
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.body(x)))
 
 
 # ----------------------------------------------------------------- setups
