@@ -1,0 +1,103 @@
+"""fnattr.compile: no graph breaks, no recompiles for new targets/neurons,
+the documented behaviour when the batch size changes, reproducible sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import fnattr
+
+from .conftest import MLP
+
+pytestmark = pytest.mark.compile
+
+
+@pytest.fixture
+def net():
+    torch._dynamo.reset()
+    counters.clear()
+    return MLP().eval()
+
+
+def _graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+def _breaks() -> int:
+    return sum(counters["graph_break"].values())
+
+
+GEN = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+CALLS = {
+    # method, layer?, call(compiled_or_eager, index) -> attribution
+    "neuron_gradient": (fnattr.neuron_gradient, True, lambda f, x, i: f(x, (i,))),
+    "internal_influence": (fnattr.internal_influence, True,
+                           lambda f, x, i: f(x, target=i % 4, n_steps=5)),
+    "gradient_shap": (fnattr.gradient_shap, False,
+                      lambda f, x, i: f(x, torch.zeros(3, 6), n_samples=4, stdevs=0.2,
+                                        target=i % 4, generator=GEN())),
+    "neuron_gradient_shap": (fnattr.neuron_gradient_shap, True,
+                             lambda f, x, i: f(x, (i,), torch.zeros(3, 6), n_samples=4,
+                                               generator=GEN())),
+    "guided_backprop": (fnattr.guided_backprop, False, lambda f, x, i: f(x, target=i % 4)),
+    "deconvolution": (fnattr.deconvolution, False, lambda f, x, i: f(x, target=i % 4)),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_fullgraph_no_breaks_no_recompile_for_new_index(net, name):
+    method, has_layer, call = CALLS[name]
+    layer = net.fc2 if has_layer else None
+    compiled = fnattr.compile(method, net, layer)
+    eager = (lambda *a, **k: method(net, layer, *a, **k)) if has_layer else \
+        (lambda *a, **k: method(net, *a, **k))
+    x = torch.randn(5, 6)
+    for index in (1, 2, 3):  # a new target / neuron index each call
+        torch.testing.assert_close(call(compiled, x, index), call(eager, x, index),
+                                   rtol=1e-5, atol=1e-6)
+    assert _breaks() == 0
+    assert _graphs() == 1, "a new target or neuron index must not recompile"
+
+
+def test_new_batch_size_recompiles_once_then_dynamic(net):
+    compiled = fnattr.compile(fnattr.internal_influence, net, net.fc1)
+    for n in (4, 7, 9, 12):
+        x = torch.randn(n, 6)
+        torch.testing.assert_close(compiled(x, target=1, n_steps=4),
+                                   fnattr.internal_influence(net, net.fc1, x, target=1, n_steps=4),
+                                   rtol=1e-5, atol=1e-6)
+    # the first batch size compiles a static graph, the second a dynamic one,
+    # which every later batch size reuses
+    assert _graphs() == 2
+
+
+def test_sampled_methods_reproducible_and_equal_to_eager(net):
+    compiled = fnattr.compile(fnattr.gradient_shap, net)
+    x = torch.randn(5, 6)
+    base = torch.randn(4, 6)
+    a = compiled(x, base, n_samples=6, stdevs=0.3, target=2, generator=GEN())
+    b = compiled(x, base, n_samples=6, stdevs=0.3, target=2, generator=GEN())
+    c = fnattr.gradient_shap(net, x, base, n_samples=6, stdevs=0.3, target=2, generator=GEN())
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+    state = torch.get_rng_state()
+    compiled(x, base, n_samples=6, stdevs=0.3, target=2, generator=GEN())
+    assert torch.equal(state, torch.get_rng_state()), "the global RNG must not be touched"
+
+
+def test_layer_taps_need_fnattr_compile(net):
+    f = torch.compile(lambda x: fnattr.neuron_gradient(net, net.fc1, x, (0,)), fullgraph=True)
+    with pytest.raises(Exception, match="fnattr.compile"):
+        f(torch.randn(3, 6))
+    assert not net.fc1._forward_hooks and not net.fc1._forward_pre_hooks
+
+
+def test_compile_rejects_bad_arguments(net):
+    with pytest.raises(ValueError, match="method"):
+        fnattr.compile(torch.sin, net)
+    with pytest.raises(ValueError, match="layer"):
+        fnattr.compile(fnattr.neuron_gradient, net)
+    with pytest.raises(ValueError, match="layer"):
+        fnattr.compile(fnattr.guided_backprop, net, net.fc1)
