@@ -477,6 +477,26 @@ def test_convergence_delta_matches_captum(case):
     assert_same(shell.compute_convergence_delta(attrs, start, x, case["target"], args), expected)
 
 
+@pytest.mark.parametrize("setup,layer", [("mlp", "fc2"), ("multi", "relu"), ("tuple", "split")])
+def test_compute_convergence_delta_with_layer_attributions_matches_captum(setup, layer):
+    # Captum's layer methods check completeness of LAYER attributions against
+    # the inputs' outputs: attributions need not have the inputs' count or
+    # shape, only their batch size (InternalInfluence.compute_convergence_delta,
+    # LayerConductance's delta).
+    model, x, args = SETUPS[setup]()
+    layer = _layer(model, layer)
+    attrs = captum_internal_influence(model, layer, x, target=1, n_steps=3,
+                                      additional_forward_args=args)
+    start = tuple(0.1 for _ in x) if isinstance(x, tuple) else 0.1
+    with quiet():
+        expected = C.InternalInfluence(model, layer).compute_convergence_delta(
+            attrs, start, x, target=1, additional_forward_args=args)
+    actual = compat.InternalInfluence(model, layer).compute_convergence_delta(
+        attrs, start, x, target=1, additional_forward_args=args)
+    assert_same(actual, expected)
+    assert_same(fnattr.convergence_delta(model, attrs, start, x, 1, args), expected)
+
+
 def test_convergence_delta_of_integrated_gradients_is_small_and_matches_captum():
     model, x, _ = mlp()
     with quiet():

@@ -1,0 +1,271 @@
+"""Bad arguments: a ValueError / TypeError (IndexError for an out-of-range
+index) whose message names the offending argument -- never a bare assert, a
+RuntimeError or a shape error from deep inside PyTorch.
+
+Each case is one call; the test asserts the exception type and that the
+message matches the argument's name.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fnattr
+from fnattr import compat
+
+try:  # tests/ as a package (tests/__init__.py) or as a plain directory
+    from ._reference import Out3D, TupleNet
+    from .conftest import MLP, ConvNet, MultiInput
+except ImportError:
+    from _reference import Out3D, TupleNet
+    from conftest import MLP, ConvNet, MultiInput
+
+BAD = (ValueError, TypeError, IndexError)
+
+
+class Env:
+    """Models and inputs, built fresh for each case."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.mlp = MLP().eval()
+        self.x = torch.randn(3, 6)
+        self.conv = ConvNet().eval()
+        self.img = torch.randn(2, 3, 8, 8)
+        self.multi = MultiInput().eval()
+        self.xs = (torch.randn(3, 4), torch.randn(3, 3))
+        self.tuple = TupleNet().eval()
+        self.out3d = Out3D().eval()
+
+
+def ng(e, **kw):
+    args = dict(forward_func=e.mlp, layer=e.mlp.fc1, inputs=e.x, neuron_selector=2)
+    args.update(kw)
+    return fnattr.neuron_gradient(**args)
+
+
+def ii(e, **kw):
+    args = dict(forward_func=e.mlp, layer=e.mlp.fc2, inputs=e.x, target=1, n_steps=3)
+    args.update(kw)
+    return fnattr.internal_influence(**args)
+
+
+def foreign_layer(e):
+    return nn.Linear(8, 8)
+
+
+CASES = [
+    # --------------------------------------------------------------- inputs
+    ("inputs-list", lambda e: ng(e, inputs=[e.x]), "inputs", BAD),
+    ("inputs-ndarray", lambda e: ii(e, inputs=e.x.numpy()), "inputs", BAD),
+    ("inputs-tuple-with-non-tensor", lambda e: ng(e, forward_func=e.multi,
+                                                  layer=e.multi.relu,
+                                                  inputs=(e.xs[0], [1.0, 2.0])), "inputs", BAD),
+    ("inputs-tuple-batch-mismatch", lambda e: ng(e, forward_func=e.multi, layer=e.multi.relu,
+                                                 inputs=(e.xs[0], e.xs[1][:2])), "inputs", BAD),
+    ("inputs-tuple-batch-mismatch-ii", lambda e: ii(e, forward_func=e.multi, layer=e.multi.relu,
+                                                    inputs=(e.xs[0][:1], e.xs[1])),
+     "inputs", BAD),
+    ("inputs-empty-tuple", lambda e: ii(e, inputs=()), "inputs", BAD),
+    ("inputs-0d", lambda e: ng(e, inputs=torch.tensor(1.0)), "inputs", BAD),
+    # --------------------------------------------------------------- baselines
+    ("baselines-wrong-shape", lambda e: ii(e, baselines=torch.zeros(3, 5)), "baselines", BAD),
+    ("baselines-wrong-batch", lambda e: ii(e, baselines=torch.zeros(2, 6)), "baselines", BAD),
+    ("baselines-wrong-ndim", lambda e: ii(e, baselines=torch.zeros(6)), "baselines", BAD),
+    ("baselines-tuple-too-long", lambda e: ii(e, baselines=(0.0, 0.0)), "baselines", BAD),
+    ("baselines-tuple-too-short", lambda e: ii(e, forward_func=e.multi, layer=e.multi.relu,
+                                               inputs=e.xs, baselines=(0.0,)), "baselines", BAD),
+    ("baselines-str", lambda e: ii(e, baselines="zeros"), "baselines", BAD),
+    ("baselines-list", lambda e: ii(e, baselines=[0.0] * 6), "baselines", BAD),
+    ("baselines-bool", lambda e: ii(e, baselines=True), "baselines", BAD),
+    ("baselines-ig-wrong-shape", lambda e: fnattr.integrated_gradients(
+        e.mlp, e.x, torch.zeros(3, 2), target=0, n_steps=2), "baselines", BAD),
+    # --------------------------------------------------------------- target
+    ("target-list-too-short", lambda e: ii(e, target=[0, 1]), "target", BAD),
+    ("target-list-too-long", lambda e: ii(e, target=[0, 1, 2, 3]), "target", BAD),
+    ("target-float-tensor", lambda e: ii(e, target=torch.tensor([0.0, 1.0, 2.0])), "target",
+     BAD),
+    ("target-float", lambda e: ii(e, target=1.0), "target", BAD),
+    ("target-str", lambda e: ii(e, target="cat"), "target", BAD),
+    ("target-bool", lambda e: ii(e, target=True), "target", BAD),
+    ("target-int-out-of-range", lambda e: ii(e, target=4), "target", BAD),
+    ("target-negative-out-of-range", lambda e: ii(e, target=-5), "target", BAD),
+    ("target-list-out-of-range", lambda e: ii(e, target=[0, 9, 1]), "target", BAD),
+    ("target-tensor-out-of-range", lambda e: ii(e, target=torch.tensor([0, 1, 4])), "target",
+     BAD),
+    ("target-2d-tensor", lambda e: ii(e, target=torch.zeros(3, 1, dtype=torch.long)), "target",
+     BAD),
+    ("target-tuple-too-long", lambda e: ii(e, target=(1, 0)), "target", BAD),
+    ("target-tuple-too-long-3d", lambda e: ii(e, forward_func=e.out3d, layer=e.out3d.fc1,
+                                              target=(1, 0, 0)), "target", BAD),
+    ("target-tuple-non-int", lambda e: ii(e, forward_func=e.out3d, layer=e.out3d.fc1,
+                                          target=(1, 0.5)), "target", BAD),
+    ("target-list-of-tuples-out-of-range", lambda e: ii(
+        e, forward_func=e.out3d, layer=e.out3d.fc1, target=[(0, 1), (2, 0), (1, 1)]),
+     "target", BAD),
+    ("target-list-of-tuples-wrong-length", lambda e: ii(
+        e, forward_func=e.out3d, layer=e.out3d.fc1, target=[(0, 1), (1,), (1, 1)]),
+     "target", BAD),
+    ("target-list-of-ints-on-3d-output", lambda e: ii(
+        e, forward_func=e.out3d, layer=e.out3d.fc1, target=[0, 1, 1]), "target", BAD),
+    ("target-none-on-multi-output", lambda e: ii(e, target=None), "target", BAD),
+    ("target-mixed-list", lambda e: ii(e, target=[0, (1,), 2]), "target", BAD),
+    ("target-ig-out-of-range", lambda e: fnattr.integrated_gradients(e.mlp, e.x, target=7,
+                                                                     n_steps=2), "target", BAD),
+    # --------------------------------------------------------------- n_steps / method
+    ("n_steps-0-gausslegendre", lambda e: ii(e, n_steps=0), "n_steps", BAD),
+    ("n_steps-1-riemann", lambda e: ii(e, n_steps=1, method="riemann_trapezoid"), "n_steps",
+     BAD),
+    ("n_steps-1-riemann-left", lambda e: ii(e, n_steps=1, method="riemann_left"), "n_steps",
+     BAD),
+    ("n_steps-negative", lambda e: ii(e, n_steps=-3), "n_steps", BAD),
+    ("n_steps-float", lambda e: ii(e, n_steps=2.5), "n_steps", BAD),
+    ("n_steps-0-conductance", lambda e: fnattr.layer_conductance(e.mlp, e.mlp.fc1, e.x,
+                                                                 target=0, n_steps=0),
+     "n_steps", BAD),
+    ("n_steps-1-riemann-ig", lambda e: fnattr.integrated_gradients(
+        e.mlp, e.x, target=0, n_steps=1, method="riemann_right"), "n_steps", BAD),
+    ("method-unknown", lambda e: ii(e, method="simpson"), "method", BAD),
+    ("method-capitalized", lambda e: ii(e, method="GaussLegendre"), "method", BAD),
+    ("method-none", lambda e: ii(e, method=None), "method", BAD),
+    ("method-unknown-nig", lambda e: fnattr.neuron_integrated_gradients(
+        e.mlp, e.mlp.fc1, e.x, 1, method="riemann"), "method", BAD),
+    # --------------------------------------------------------------- internal_batch_size
+    ("internal_batch_size-0", lambda e: ii(e, internal_batch_size=0), "internal_batch_size",
+     BAD),
+    ("internal_batch_size-negative", lambda e: ii(e, internal_batch_size=-2),
+     "internal_batch_size", BAD),
+    ("internal_batch_size-float", lambda e: ii(e, internal_batch_size=2.0),
+     "internal_batch_size", BAD),
+    ("internal_batch_size-0-ig", lambda e: fnattr.integrated_gradients(
+        e.mlp, e.x, target=0, n_steps=2, internal_batch_size=0), "internal_batch_size", BAD),
+    # --------------------------------------------------------------- neuron_selector
+    ("selector-str", lambda e: ng(e, neuron_selector="3"), "neuron_selector", BAD),
+    ("selector-float", lambda e: ng(e, neuron_selector=2.0), "neuron_selector", BAD),
+    ("selector-none", lambda e: ng(e, neuron_selector=None), "neuron_selector", BAD),
+    ("selector-bool", lambda e: ng(e, neuron_selector=True), "neuron_selector", BAD),
+    ("selector-dict", lambda e: ng(e, neuron_selector={0: 1}), "neuron_selector", BAD),
+    ("selector-tuple-with-float", lambda e: ng(e, neuron_selector=(1.5,)), "neuron_selector",
+     BAD),
+    ("selector-tuple-with-str", lambda e: ng(e, forward_func=e.conv, layer=e.conv.conv2,
+                                             inputs=e.img, neuron_selector=(0, "a", 1)),
+     "neuron_selector", BAD),
+    ("selector-out-of-range", lambda e: ng(e, neuron_selector=8), "neuron_selector",
+     IndexError),
+    ("selector-negative-out-of-range", lambda e: ng(e, neuron_selector=-9), "neuron_selector",
+     IndexError),
+    ("selector-tuple-out-of-range-conv", lambda e: ng(e, forward_func=e.conv,
+                                                      layer=e.conv.conv2, inputs=e.img,
+                                                      neuron_selector=(6, 0, 0)),
+     "neuron_selector", IndexError),
+    ("selector-tuple-out-of-range-spatial", lambda e: ng(e, forward_func=e.conv,
+                                                         layer=e.conv.conv2, inputs=e.img,
+                                                         neuron_selector=(0, 4, 0)),
+     "neuron_selector", IndexError),
+    ("selector-too-short", lambda e: ng(e, forward_func=e.conv, layer=e.conv.conv2,
+                                        inputs=e.img, neuron_selector=(1,)),
+     "neuron_selector", BAD),
+    ("selector-int-on-conv", lambda e: ng(e, forward_func=e.conv, layer=e.conv.conv2,
+                                          inputs=e.img, neuron_selector=1),
+     "neuron_selector", BAD),
+    ("selector-too-long", lambda e: ng(e, neuron_selector=(1, 0)), "neuron_selector", BAD),
+    ("selector-on-tuple-valued-layer", lambda e: ng(e, forward_func=e.tuple,
+                                                    layer=e.tuple.split, neuron_selector=1),
+     "neuron_selector", BAD),
+    ("selector-callable-wrong-shape", lambda e: ng(e, neuron_selector=lambda v: v[:, :2]),
+     "neuron_selector", BAD),
+    ("selector-callable-wrong-length", lambda e: ng(e, neuron_selector=lambda v: v[:2, 0]),
+     "neuron_selector", BAD),
+    ("selector-callable-non-tensor", lambda e: ng(e, neuron_selector=lambda v: 1.0),
+     "neuron_selector", BAD),
+    ("selector-empty-list", lambda e: ng(e, neuron_selector=[]), "neuron_selector", BAD),
+    ("selector-list-with-bad-entry", lambda e: ng(e, neuron_selector=[0, "x"]),
+     "neuron_selector", BAD),
+    ("selector-list-with-out-of-range", lambda e: ng(e, neuron_selector=[0, 8]),
+     "neuron_selector", IndexError),
+    ("selector-nig-out-of-range", lambda e: fnattr.neuron_integrated_gradients(
+        e.mlp, e.mlp.fc1, e.x, 8, n_steps=2), "neuron_selector", IndexError),
+    ("chunk_size-0", lambda e: ng(e, neuron_selector=[0, 1], chunk_size=0), "chunk_size", BAD),
+    # --------------------------------------------------------------- layer
+    ("layer-not-in-model", lambda e: ng(e, layer=nn.Linear(6, 8)), r"\blayer\b", BAD),
+    ("layer-not-in-model-ii", lambda e: ii(e, layer=nn.ReLU()), r"\blayer\b", BAD),
+    ("layer-unknown-name", lambda e: ng(e, layer="fc9"), r"\blayer\b", BAD),
+    ("layer-unknown-dotted-name", lambda e: ii(e, layer="fc1.weight.x"), r"\blayer\b", BAD),
+    ("layer-name-of-parameter", lambda e: ng(e, layer="fc1.weight"), r"\blayer\b", BAD),
+    ("layer-name-non-module-forward", lambda e: ng(e, forward_func=lambda x: e.mlp(x),
+                                                   layer="fc1"), r"\blayer\b", BAD),
+    ("layer-int", lambda e: ng(e, layer=3), r"\blayer\b", BAD),
+    ("layer-none", lambda e: ii(e, layer=None), r"\blayer\b", BAD),
+    # --------------------------------------------------------------- forward_func
+    ("forward_func-not-callable", lambda e: ng(e, forward_func=42, layer=e.mlp.fc1),
+     "forward_func", BAD),
+    ("forward_func-not-callable-ii", lambda e: ii(e, forward_func="model", layer=e.mlp.fc1),
+     "forward_func", BAD),
+    ("compat-forward_func-none", lambda e: compat.NeuronGradient(None, e.mlp.fc1),
+     "forward_func", BAD),
+    ("compat-forward_func-str", lambda e: compat.InternalInfluence("mlp", e.mlp.fc1),
+     "forward_func", BAD),
+    ("compat-grad_kwargs", lambda e: compat.InternalInfluence(e.mlp, e.mlp.fc1).attribute(
+        e.x, target=0, n_steps=2, grad_kwargs={"retain_graph": True}), "grad_kwargs", BAD),
+    ("compat-selector-out-of-range", lambda e: compat.NeuronGradient(e.mlp, e.mlp.fc2)
+     .attribute(e.x, 8), "neuron_selector", IndexError),
+    ("compat-target-list-too-short", lambda e: compat.InternalInfluence(e.mlp, e.mlp.fc2)
+     .attribute(e.x, target=[0], n_steps=2), "target", BAD),
+    # --------------------------------------------------------------- interpolate
+    ("interpolate-2d", lambda e: fnattr.interpolate(torch.randn(3, 8), (16,)),
+     "layer_attribution", BAD),
+    ("interpolate-1d", lambda e: fnattr.interpolate(torch.randn(8), 4), "layer_attribution",
+     BAD),
+    ("interpolate-not-tensor", lambda e: fnattr.interpolate([[1.0]], 4), "layer_attribution",
+     BAD),
+    ("compat-interpolate-2d", lambda e: compat.LayerAttribution.interpolate(
+        torch.randn(3, 8), (16,)), "layer_attribution", BAD),
+    # --------------------------------------------------------------- convergence_delta
+    # (a different number or shape of attribution tensors is allowed, as in
+    # Captum: layer attributions are checked against the inputs' completeness)
+    ("delta-attributions-batch", lambda e: fnattr.convergence_delta(
+        e.mlp, torch.zeros(2, 6), None, e.x, 0), "attributions", BAD),
+    ("delta-attributions-batch-tuple", lambda e: fnattr.convergence_delta(
+        e.multi, (torch.zeros(3, 6), torch.zeros(1, 6)), (0.0, 0.0), e.xs, 0),
+     "attributions", BAD),
+    ("delta-attributions-not-tensor", lambda e: fnattr.convergence_delta(
+        e.mlp, [0.0] * 3, None, e.x, 0), "attributions", BAD),
+    ("delta-start_point-shape", lambda e: fnattr.convergence_delta(
+        e.mlp, torch.zeros(3, 6), torch.zeros(3, 4), e.x, 0), "start_point", BAD),
+    ("delta-end_point-not-tensor", lambda e: fnattr.convergence_delta(
+        e.mlp, torch.zeros(3, 6), None, "x", 0), "end_point", BAD),
+    ("delta-target-list-too-short", lambda e: fnattr.convergence_delta(
+        e.mlp, torch.zeros(3, 6), None, e.x, [0, 1]), "target", BAD),
+]
+
+
+@pytest.mark.parametrize("call,name,exc", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_argument_names_the_argument(call, name, exc):
+    env = Env()
+    with pytest.raises(exc, match=name):
+        call(env)
+
+
+def test_bad_argument_raised_before_any_model_call():
+    # Argument errors are raised up front, not after a forward pass.
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 4)
+
+        def forward(self, x):
+            calls.append(1)
+            return self.fc(x)
+
+    model = Counting()
+    x = torch.randn(3, 6)
+    for kw in (dict(method="nope"), dict(n_steps=0), dict(internal_batch_size=0),
+               dict(target=[0, 1]), dict(baselines=torch.zeros(3, 2))):
+        kw = {"target": 0, **kw}
+        with pytest.raises(BAD):
+            fnattr.internal_influence(model, model.fc, x, **kw)
+    assert calls == []
