@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import captum.attr as C
 import fnattr
@@ -336,8 +334,9 @@ def test_internal_influence_tuple_baselines(kind):
 ], ids=lambda v: repr(v).replace(" ", "") if not isinstance(v, str) else v)
 def test_internal_influence_targets(setup, target):
     _check_ii(setup, "fc1", target=target, n_steps=3)
-    _check_ii(setup, "relu", target=target, n_steps=2,
-              method="riemann_trapezoid") if setup != "mlp" else None
+    layer = "relu1" if setup == "mlp" else "relu"
+    _check_ii(setup, layer, target=target, n_steps=2, method="riemann_trapezoid",
+              internal_batch_size=4)
 
 
 @pytest.mark.parametrize("internal_batch_size", [1, 2, 3, 5, 7, 12, 100])

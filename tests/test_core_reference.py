@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from torch.func import functional_call, vmap
 
 import fnattr

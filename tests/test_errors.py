@@ -52,10 +52,6 @@ def ii(e, **kw):
     return fnattr.internal_influence(**args)
 
 
-def foreign_layer(e):
-    return nn.Linear(8, 8)
-
-
 CASES = [
     # --------------------------------------------------------------- inputs
     ("inputs-list", lambda e: ng(e, inputs=[e.x]), "inputs", BAD),
