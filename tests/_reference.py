@@ -102,6 +102,25 @@ class TupleNet(nn.Module):
         return self.head(torch.cat([self.relu(h1), torch.tanh(h2)], 1))
 
 
+class Combine(nn.Module):
+    """A layer with two tensor inputs: its input side is a tuple."""
+
+    def forward(self, a, b):
+        return a * torch.sigmoid(b)
+
+
+class TwoInputLayerNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 5)
+        self.b = nn.Linear(6, 5)
+        self.combine = Combine()
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(self.combine(torch.tanh(self.a(x)), self.b(x)))
+
+
 class Looped(nn.Module):
     """Calls ``lin`` ``times`` times (a non-tensor forward arg)."""
 

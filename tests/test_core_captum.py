@@ -26,10 +26,12 @@ import fnattr
 from fnattr import compat
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
-    from ._reference import Looped, Nested, OneOut, Out3D, TupleNet, assert_same, quiet
+    from ._reference import (Looped, Nested, OneOut, Out3D, TupleNet, TwoInputLayerNet,
+                             assert_same, quiet)
     from .conftest import MLP, ConvNet, MultiInput, ReusedReLU
 except ImportError:
-    from _reference import Looped, Nested, OneOut, Out3D, TupleNet, assert_same, quiet
+    from _reference import (Looped, Nested, OneOut, Out3D, TupleNet, TwoInputLayerNet,
+                            assert_same, quiet)
     from conftest import MLP, ConvNet, MultiInput, ReusedReLU
 
 
@@ -397,6 +399,37 @@ def test_internal_influence_tuple_valued_layer_returns_tuple():
     assert actual[0].shape == (3, 5) and actual[1].shape == (3, 4)
     _check_ii("tuple", "split", target=[0, 2, 1], n_steps=4, method="riemann_right",
               internal_batch_size=6, baselines=0.3)
+
+
+@pytest.mark.parametrize("to_input", [True, False])
+def test_layer_with_two_inputs(to_input):
+    # attribute_to_layer_input on a layer called with two tensors: a tuple of
+    # two attributions; a callable selector receives the tuple.
+    model, x = TwoInputLayerNet().eval(), torch.randn(3, 6)
+    kw = dict(target=1, n_steps=3, attribute_to_layer_input=to_input)
+    expected = captum_internal_influence(model, model.combine, x, **kw)
+    actual = fnattr.internal_influence(model, model.combine, x, **kw)
+    assert_same(actual, expected)
+    if to_input:
+        assert isinstance(actual, tuple) and len(actual) == 2
+        sel = lambda v: v[0][:, 1] * v[1][:, 2]  # noqa: E731
+    else:
+        sel = lambda v: v[:, 1] * v[:, 2]  # noqa: E731
+    assert_same(fnattr.neuron_gradient(model, model.combine, x, sel, None, to_input),
+                captum_neuron_gradient(model, model.combine, x, sel, None, to_input))
+
+
+@pytest.mark.parametrize("baselines", [0.5, "batch1", None])
+@pytest.mark.parametrize("internal_batch_size", [1, 2, 4, 7])
+def test_internal_influence_internal_batch_size_with_baseline_forms(baselines,
+                                                                    internal_batch_size):
+    model, x, _ = mlp()
+    if baselines == "batch1":
+        baselines = torch.randn(1, 6)
+    kw = dict(baselines=baselines, target=torch.tensor([1, 0, 3]), n_steps=3,
+              method="riemann_middle", internal_batch_size=internal_batch_size)
+    assert_same(fnattr.internal_influence(model, model.relu1, x, **kw),
+                captum_internal_influence(model, model.relu1, x, **kw))
 
 
 def test_internal_influence_conv_layers():
