@@ -256,6 +256,34 @@ def test_own_draws_match_naive_loop_multi_input_with_args():
     torch.testing.assert_close(delta, deltas.T.reshape(-1), rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("multiply_by_inputs", [True, False])
+def test_neuron_own_draws_match_naive_loop(multiply_by_inputs):
+    # neuron 3 of the Tanh layer = output 3 of ``tanh(model[0](x))``; as the input
+    # of model[2] too (attribute_to_neuron_input).
+    model = tanh_net()
+    x, b = torch.randn(3, 5, dtype=DT), torch.randn(4, 5, dtype=DT)
+    draws = fnattr.sample_paths((x,), (b,), 6, (0.25,), gen(31))
+    (per_point,), _ = naive_per_sample(lambda p: torch.tanh(model[0](p)), *draws, target=3,
+                                       multiply_by_inputs=multiply_by_inputs)
+    expected = per_point.mean(0)
+    out = fnattr.neuron_gradient_shap(model, model[1], x, (3,), b, n_samples=6, stdevs=0.25,
+                                      multiply_by_inputs=multiply_by_inputs, generator=gen(31))
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+    out = fnattr.neuron_gradient_shap(model, model[2], x, 3, b, n_samples=6, stdevs=0.25,
+                                      attribute_to_neuron_input=True,
+                                      multiply_by_inputs=multiply_by_inputs, generator=gen(31))
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_neuron_affine_layer_local_attribution_is_weight_row():
+    model = tanh_net()
+    x, b = torch.randn(4, 5, dtype=DT), torch.randn(9, 5, dtype=DT)
+    out = fnattr.neuron_gradient_shap(model, model[0], x, [(2,), (6,)], b, n_samples=7,
+                                      stdevs=0.4, multiply_by_inputs=False, generator=gen(1))
+    w = model[0].weight.detach()
+    torch.testing.assert_close(out, w[[2, 6]].unsqueeze(1).expand(2, 4, 5), rtol=1e-12, atol=1e-12)
+
+
 # --------------------------------------------------------------------------
 # 4. Convergence to integrated gradients
 # --------------------------------------------------------------------------
