@@ -179,11 +179,19 @@ def test_replayed_draws_match_captum_relu_convnet(internal_batch_size):
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
 
 
+NEURON_SELECTORS = {
+    "tuple": (1, 2, 3),
+    "slices": (1, slice(0, 2), slice(2, 4)),
+    "callable": lambda value: value[:, 2, 1:3, 0:2].sum((1, 2)),
+}
+
+
+@pytest.mark.parametrize("selector_kind", list(NEURON_SELECTORS))
 @pytest.mark.parametrize("attribute_to_neuron_input", [False, True])
-def test_replayed_draws_match_captum_neuron_convnet(attribute_to_neuron_input):
+def test_replayed_draws_match_captum_neuron_convnet(attribute_to_neuron_input, selector_kind):
     model = ConvNet().eval()
     x, b = torch.randn(3, 3, 8, 8), torch.randn(5, 3, 8, 8)
-    selector = (1, 2, 3)
+    selector = NEURON_SELECTORS[selector_kind]
     ref = captum_gradient_shap(
         (model, model.conv2),
         dict(inputs=x, neuron_selector=selector, baselines=b, n_samples=6, stdevs=0.1,
@@ -237,7 +245,8 @@ def test_own_draws_match_naive_loop_single_input():
     torch.testing.assert_close(delta, deltas.T.reshape(-1), rtol=1e-9, atol=1e-10)
 
 
-def test_own_draws_match_naive_loop_multi_input_with_args():
+@pytest.mark.parametrize("internal_batch_size", [None, 2, 7])
+def test_own_draws_match_naive_loop_multi_input_with_args(internal_batch_size):
     model = MultiInput().to(DT)
     x1, x2 = torch.randn(3, 4, dtype=DT), torch.randn(3, 3, dtype=DT)
     b1, b2 = torch.randn(5, 4, dtype=DT), torch.randn(2, 3, dtype=DT)
@@ -246,7 +255,8 @@ def test_own_draws_match_naive_loop_multi_input_with_args():
     attr, delta = fnattr.gradient_shap(model, (x1, x2), (b1, b2), n_samples=5,
                                        stdevs=(0.2, 0.05), target=target,
                                        additional_forward_args=(scale, True),
-                                       return_convergence_delta=True, generator=gen(4))
+                                       return_convergence_delta=True, generator=gen(4),
+                                       internal_batch_size=internal_batch_size)
     draws = fnattr.sample_paths((x1, x2), (b1, b2), 5, (0.2, 0.05), gen(4))
     per_point, deltas = naive_per_sample(model, *draws, target=target, args=(scale, True))
     assert isinstance(attr, tuple) and len(attr) == 2
@@ -273,6 +283,30 @@ def test_neuron_own_draws_match_naive_loop(multiply_by_inputs):
                                       attribute_to_neuron_input=True,
                                       multiply_by_inputs=multiply_by_inputs, generator=gen(31))
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("internal_batch_size", [None, 4])
+def test_neuron_multi_input_with_args_matches_naive_loop(internal_batch_size):
+    # The input of ``head`` is relu(a(x1) + b(x2)) * scale, squared: it depends on the
+    # per-example additional arg, which must be repeated with the samples.
+    model = MultiInput().to(DT)
+    x1, x2 = torch.randn(3, 4, dtype=DT), torch.randn(3, 3, dtype=DT)
+    b1, b2 = torch.randn(5, 4, dtype=DT), torch.randn(2, 3, dtype=DT)
+    scale = torch.rand(3, 6, dtype=DT) + 0.5
+
+    def head_input(p1, p2, sc, square):
+        h = torch.relu(model.a(p1) + model.b(p2)) * sc
+        return h * h if square else h
+
+    draws = fnattr.sample_paths((x1, x2), (b1, b2), 4, (0.1, 0.2), gen(12))
+    per_point, _ = naive_per_sample(head_input, *draws, target=4, args=(scale, True))
+    out = fnattr.neuron_gradient_shap(model, model.head, (x1, x2), (4,), (b1, b2), n_samples=4,
+                                      stdevs=(0.1, 0.2), additional_forward_args=(scale, True),
+                                      attribute_to_neuron_input=True, generator=gen(12),
+                                      internal_batch_size=internal_batch_size)
+    assert isinstance(out, tuple) and len(out) == 2
+    for o, p in zip(out, per_point):
+        torch.testing.assert_close(o, p.mean(0), rtol=1e-10, atol=1e-12)
 
 
 def test_neuron_affine_layer_local_attribution_is_weight_row():
@@ -505,12 +539,13 @@ def test_neuron_selector_list_shares_draws():
         torch.testing.assert_close(many[k], one, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("target", [torch.tensor([0, 1, 2, 0, 1]), [2, 2, 0, 1, 0], 1],
+                         ids=["tensor", "list", "int"])
 @pytest.mark.parametrize("internal_batch_size", [1, 2, 7, 12, 30, 100])
-def test_internal_batch_size_does_not_change_result(internal_batch_size):
+def test_internal_batch_size_does_not_change_result(internal_batch_size, target):
     # N = 5 examples, S = 6 samples: 30 rows; sizes below N, between, multiple, above.
     model = tanh_net()
     x, b = torch.randn(5, 5, dtype=DT), torch.randn(4, 5, dtype=DT)
-    target = torch.tensor([0, 1, 2, 0, 1])
     kw = dict(n_samples=6, stdevs=0.2, target=target, return_convergence_delta=True)
     ref, ref_d = fnattr.gradient_shap(model, x, b, generator=gen(6), **kw)
     out, d = fnattr.gradient_shap(model, x, b, generator=gen(6),

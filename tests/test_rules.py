@@ -528,6 +528,32 @@ def test_rule_does_not_leak_into_other_threads():
     assert not errors
 
 
+def test_with_rule_scope_documented_not_reached_ops_stay_plain():
+    # Documented scope: other activations and ops below Python dispatch are not
+    # rewritten; positional ``inplace`` of F.relu is honoured.
+    x, g = _xg(5)
+    xr = x.clone().requires_grad_()
+
+    def others(t):
+        return (F.relu6(t) + t.clamp(min=0) + F.leaky_relu(t) + torch.maximum(t, torch.zeros(()))
+                + torch.ops.aten.relu(t))
+
+    for rule in (fnattr.guided_relu, fnattr.deconv_relu):
+        (a,) = torch.autograd.grad(fnattr.with_rule(others, rule)(xr), xr, g)
+        (b,) = torch.autograd.grad(others(xr), xr, g)
+        assert torch.equal(a, b)
+
+    def positional_inplace(t):
+        h = t * 1.0
+        F.relu(h, True)
+        return h
+
+    out = fnattr.with_rule(positional_inplace, fnattr.guided_relu)(xr)
+    assert torch.equal(out, torch.relu(x))
+    (gi,) = torch.autograd.grad(out, xr, g)
+    assert torch.equal(gi, g.clamp(min=0) * (x > 0))
+
+
 def test_with_rule_bad_arguments():
     with pytest.raises(ValueError, match="rule"):
         fnattr.with_rule(MLP(), torch.relu)
