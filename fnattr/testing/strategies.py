@@ -36,6 +36,7 @@ __all__ = [
     "ModelCase",
     "attribution_problems",
     "baselines",
+    "build_model",
     "equivalent_models",
     "features",
     "inputs",
@@ -117,9 +118,25 @@ class AttributionProblem:
         return self.case.model
 
 
-def _build(kind: str, activation: str, dtype: torch.dtype, input_shape: tuple[int, ...],
-           widths: tuple[int, ...], n_outputs: int, seed: int) -> ModelCase:
-    """The model for these integers: weights ``N(0, 1/fan_in)``, biases ``N(0, 0.25)``."""
+def build_model(kind: str, activation: str, dtype: torch.dtype, input_shape: tuple[int, ...],
+                widths: tuple[int, ...], n_outputs: int, seed: int) -> ModelCase:
+    """The model :func:`models` draws for these values (rebuild a printed case with it).
+
+    Weights are ``N(0, 1/fan_in)`` and biases ``N(0, 1/4)``, drawn in float64
+    from ``torch.Generator().manual_seed(seed)`` and rounded to ``dtype`` (so
+    both dtypes get the same weights); the global RNG is not touched.
+
+    Args:
+        kind, activation, dtype, input_shape, widths, n_outputs, seed: the
+            fields of the :class:`ModelCase` to build.
+
+    Returns:
+        A :class:`ModelCase`.
+
+    >>> case = build_model("mlp", "tanh", torch.float32, (1,), (1,), 1, 0)
+    >>> list(case.layers)
+    ['fc0', 'act0', 'out']
+    """
     children: list[tuple[str, nn.Module]] = []
     prev = input_shape[0]
     for k, width in enumerate(widths):
@@ -216,7 +233,7 @@ def models(
         raise ValueError(f"`input_shape` {input_shape} does not fit a {k!r} model")
     widths = tuple(draw(st.lists(st.integers(1, max_width), min_size=1, max_size=max_depth)))
     outputs = n_outputs if n_outputs is not None else draw(st.integers(1, max_outputs))
-    return _build(k, activation, dtype, tuple(input_shape), widths, outputs, draw(_SEEDS))
+    return build_model(k, activation, dtype, tuple(input_shape), widths, outputs, draw(_SEEDS))
 
 
 def _uniform(shape: tuple[int, ...], dtype: torch.dtype, seed: int, low: float,
