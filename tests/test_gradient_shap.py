@@ -231,10 +231,11 @@ def test_replayed_draws_match_captum_multi_input_with_args():
 # --------------------------------------------------------------------------
 
 
-def test_own_draws_match_naive_loop_single_input():
+@pytest.mark.parametrize("target", [torch.tensor([2, 0, 1]), torch.tensor(1), [0, 2, 2], 2],
+                         ids=["tensor1d", "tensor0d", "list", "int"])
+def test_own_draws_match_naive_loop_single_input(target):
     model = tanh_net()
     x, b = torch.randn(3, 5, dtype=DT), torch.randn(4, 5, dtype=DT)
-    target = torch.tensor([2, 0, 1])
     attr, delta = fnattr.gradient_shap(model, x, b, n_samples=6, stdevs=0.25, target=target,
                                        return_convergence_delta=True, generator=gen(21))
     draws = fnattr.sample_paths((x,), (b,), 6, (0.25,), gen(21))

@@ -58,6 +58,7 @@ MODELS = {
     "mlp": (MLP, (4, 6)),
     "convnet": (ConvNet, (4, 3, 8, 8)),
     "reused": (ReusedReLU, (4, 5)),
+    "mlp_inplace": (lambda: MLP(inplace=True), (4, 6)),
 }
 
 
@@ -171,6 +172,11 @@ NEURON_CASES = [
     ("mlp", "fc2", (3,)),
     ("mlp", "fc3", 1),
     ("reused", "fc2", (4,)),
+    ("reused", "relu", (2,)),  # the ReLU module itself, called twice
+    ("convnet", "relu3", (2,)),
+    ("convnet", "pool", (2, 1, 1)),
+    ("mlp_inplace", "fc2", (1,)),
+    ("mlp_inplace", "relu1", (1,)),
 ]
 
 
