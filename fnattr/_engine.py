@@ -20,7 +20,6 @@ Two execution modes give the same numbers:
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Sequence
 
 import torch
@@ -30,13 +29,6 @@ from torch.func import functional_call
 from . import _normalize as N
 
 __all__ = ["functional", "transforms_active", "gradients", "forward_at"]
-
-
-class _StopForward(BaseException):
-    """Raised by a tap once it has what it needs: the rest of the forward is skipped.
-
-    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
-    """
 
 
 def transforms_active() -> bool:
@@ -100,12 +92,11 @@ class _Tap:
     """
 
     def __init__(self, input_side: bool, probes: Any = None,
-                 read: Callable | None = None, stop_at: int | None = None,
-                 at_call: int | None = None, keep: bool = False) -> None:
+                 read: Callable | None = None, at_call: int | None = None,
+                 keep: bool = False) -> None:
         self.input_side = input_side
         self.probes = probes
         self.read = read
-        self.stop_at = stop_at
         self.at_call = at_call
         self.calls = 0
         self.shapes: list[tuple[torch.Size, torch.dtype, torch.device]] | None = None
@@ -139,9 +130,10 @@ class _Tap:
         if self.keep:  # a copy: later in-place ops must not change it
             self.value = tuple(t.clone() for t in tensors)
         if self.read is not None:
-            self.read_out = self.read(tensors if len(tensors) > 1 else tensors[0])
-        if self.stop_at == index:
-            raise _StopForward
+            # Read a copy: a later in-place op (ReLU(inplace=True)) must not
+            # change what the reader saved for backward.
+            seen = tuple(t.clone() for t in tensors)
+            self.read_out = self.read(seen if len(seen) > 1 else seen[0])
         if self.probes is None:
             return None
         if self.input_side:
@@ -155,8 +147,7 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
                layer: nn.Module | None, tap: _Tap | None) -> Any:
     """Runs ``forward_func(*inputs, *args)`` with ``tap`` hooked on ``layer``.
 
-    The hook is removed when the call returns or raises. Returns the output,
-    or ``None`` if the tap stopped the forward early.
+    The hook is removed when the call returns or raises.
     """
     if layer is None or tap is None:
         return forward_func(*inputs, *args)
@@ -168,8 +159,6 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
         handle = layer.register_forward_hook(tap)
     try:
         out = forward_func(*inputs, *args)
-    except _StopForward:
-        out = None
     finally:
         handle.remove()
     if tap.calls == 0:
@@ -259,7 +248,6 @@ def gradients(
     read_at_layer: bool = False,
     create_graph: bool = False,
     chunk_size: int | None = None,
-    model: Any = None,
     return_value: bool = False,
 ) -> tuple[Tensor, ...] | tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Gradient of a per-example objective with respect to the inputs or a layer.
@@ -270,42 +258,20 @@ def gradients(
     layer's value (``wrt_layer=True``): tensors shaped like the site, with a
     leading ``K`` when the objective is ``(K, N)``. With ``read_at_layer``
     the objective depends on the layer value only and is evaluated inside the
-    hook; once ``model`` (an ``nn.Module``) is known to call ``layer`` once,
-    the rest of its forward is skipped.
+    hook, on the layer's last call (Captum's rule for reused modules). The rest
+    of the forward still runs: how often a model calls a layer can depend on
+    its inputs, so stopping early is unsafe in eager mode (under compile the
+    unused tail is dead code that inductor removes).
 
     The ``K`` rows share one forward; their backward passes are vectorized
     (``is_grads_batched`` / ``vmap`` over one-hot cotangents) in chunks of
     ``chunk_size`` rows (all at once when ``None``). With ``return_value``
     the layer's value is returned too: ``(grads, value)``.
     """
-    stop_at = None
-    if read_at_layer and not torch.compiler.is_compiling():
-        stop_at = _known_last_call(model, layer)
     run = _plain if not transforms_active() else _functional
-    grads, value, calls = run(forward_func, inputs, args, objective, layer, input_side,
-                              wrt_layer, read_at_layer, stop_at, create_graph, chunk_size,
-                              return_value)
-    if read_at_layer and stop_at is None:
-        _remember_calls(model, layer, calls)
+    grads, value = run(forward_func, inputs, args, objective, layer, input_side,
+                       wrt_layer, read_at_layer, create_graph, chunk_size, return_value)
     return (grads, value) if return_value else grads
-
-
-# layer -> {model -> how many times one forward of the model calls the layer}
-_CALLS: "weakref.WeakKeyDictionary[nn.Module, weakref.WeakKeyDictionary]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _known_last_call(model: Any, layer: nn.Module | None) -> int | None:
-    if not isinstance(model, nn.Module) or layer is None:
-        return None
-    count = _CALLS.get(layer, {}).get(model)
-    return None if count is None else count - 1
-
-
-def _remember_calls(model: Any, layer: nn.Module | None, calls: int) -> None:
-    if isinstance(model, nn.Module) and layer is not None and not transforms_active():
-        _CALLS.setdefault(layer, weakref.WeakKeyDictionary())[model] = calls
 
 
 def _read_fn(objective: Callable, read_at_layer: bool) -> Callable | None:
@@ -315,14 +281,13 @@ def _read_fn(objective: Callable, read_at_layer: bool) -> Callable | None:
 
 
 def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-           read_at_layer, stop_at, create_graph, chunk_size, return_value):
+           read_at_layer, create_graph, chunk_size, return_value):
     with torch.enable_grad():
         xs = tuple(inputs) if wrt_layer else tuple(_variable(x) for x in inputs)
         tap = None
         if layer is not None:
             tap = _Tap(input_side, probes="lazy" if wrt_layer else None,
-                       read=_read_fn(objective, read_at_layer), stop_at=stop_at,
-                       keep=return_value)
+                       read=_read_fn(objective, read_at_layer), keep=return_value)
         out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         wrt = tap.created if wrt_layer else xs
@@ -330,7 +295,7 @@ def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
         value = None
         if return_value:
             value = tap.value if create_graph else tuple(v.detach() for v in tap.value)
-        return grads, value, tap and tap.calls
+        return grads, value
 
 
 def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
@@ -355,7 +320,7 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
 
 
 def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-                read_at_layer, stop_at, create_graph, chunk_size, return_value):
+                read_at_layer, create_graph, chunk_size, return_value):
     n_inputs = len(inputs)
     at_call = None
     probes: tuple[Tensor, ...] = ()
@@ -366,17 +331,14 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
             forward_at(forward_func, tuple(inputs), args, layer, scout)
         at_call = scout.calls - 1
         probes = tuple(torch.zeros(s, dtype=d, device=dev) for s, d, dev in scout.shapes)
-    calls = []
-
     def pure(*primals: Tensor) -> Tensor:
         xs = primals[:n_inputs] if not wrt_layer else tuple(inputs)
         tap = None
         if layer is not None:
             tap = _Tap(input_side, probes=primals if wrt_layer else None,
-                       read=_read_fn(objective, read_at_layer), stop_at=stop_at,
-                       at_call=at_call, keep=return_value)
+                       read=_read_fn(objective, read_at_layer), at_call=at_call,
+                       keep=return_value)
         out = forward_at(forward_func, xs, args, layer, tap)
-        calls.append(tap and tap.calls)
         values = tap.read_out if read_at_layer else objective(out, None)
         return values, (tap.value if return_value else ())
 
@@ -394,4 +356,4 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
             grads = tuple(torch.stack(g) for g in zip(*rows))
         else:
             grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(eye)
-    return grads, (value if return_value else None), calls[0]
+    return grads, (value if return_value else None)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _normalize as N
+from ._engine import transforms_active
 from ._rules import deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
@@ -140,6 +141,7 @@ def internal_influence(
     alphas, weights = quadrature(method, n_steps)
     layer = N.resolve_layer(forward_func, layer)
     internal_batch_size = _batch(internal_batch_size)
+    xs, bs = _constants(xs, create_graph), _constants(bs, create_graph)
 
     def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         return layer_gradients(
@@ -169,7 +171,9 @@ def convergence_delta(
 
     Captum's ``compute_convergence_delta``: attributions are summed over all
     features of all inputs; ``f`` is the target output (summed over any
-    remaining dims). Evaluated without recording a graph.
+    remaining dims). The attributions may be input- or layer-shaped (any
+    number of tensors with one row per example). Evaluated without recording
+    a graph.
 
     Args:
         forward_func: the model or callable.
@@ -186,10 +190,10 @@ def convergence_delta(
     """
     ends, _ = N.as_tuple(end_point, "end_point")
     attrs, _ = N.as_tuple(attributions, "attributions")
-    if len(attrs) != len(ends) or any(a.shape[0] != e.shape[0] for a, e in zip(attrs, ends)):
+    if any(a.shape[0] != ends[0].shape[0] for a in attrs):
         raise ValueError(
-            "`attributions` must match `end_point`: one tensor per input with the "
-            "same number of examples"
+            "`attributions` must have one row per example of `end_point` "
+            f"({ends[0].shape[0]}), got batch sizes {[a.shape[0] for a in attrs]}"
         )
     starts = N.format_baselines(start_point, ends, name="start_point")
     starts = tuple(
@@ -418,7 +422,8 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
                    multiply_by_inputs: bool, create_graph: bool,
                    internal_batch_size: int | None) -> Any:
     """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
-    ends, starts, alphas = paths
+    ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
+    alphas = paths[2]
     n_samples = alphas.shape[0]
     N.check_target(target, xs[0].shape[0])
     args = N.format_args(additional_forward_args)
@@ -487,7 +492,8 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tup
                           create_graph: bool, internal_batch_size: int | None,
                           chunk_size: int | None) -> N.TensorOrTuple:
     """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
-    ends, starts, alphas = paths
+    ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
+    alphas = paths[2]
     n_samples = alphas.shape[0]
     _, many = N.format_selectors(neuron_selector)
     layer = N.resolve_layer(forward_func, layer)
@@ -536,6 +542,7 @@ def integrated_gradients(
     N.check_target(target, xs[0].shape[0])
     alphas, weights = quadrature(method, n_steps)
     args = N.format_args(additional_forward_args)
+    xs, bs = _constants(xs, create_graph), _constants(bs, create_graph)
 
     def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         return input_gradients(forward_func, points, target_objective(target_rows),
@@ -583,6 +590,7 @@ def neuron_integrated_gradients(
     alphas, weights = quadrature(method, n_steps)
     layer = N.resolve_layer(forward_func, layer)
     _, many = N.format_selectors(neuron_selector)
+    xs, bs = _constants(xs, create_graph), _constants(bs, create_graph)
 
     def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
         return input_gradients(forward_func, points, neuron_objective(neuron_selector),
@@ -666,6 +674,17 @@ def layer_conductance(
         return total - (f_end - f_start)
 
     return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
+
+
+def _constants(tensors: tuple, create_graph: bool) -> tuple:
+    """Detached path ends unless the result must stay differentiable.
+
+    Under ``torch.func`` transforms nothing is detached: the transform decides
+    what is differentiated (``torch.func.grad`` always builds the graph).
+    """
+    if create_graph or transforms_active():
+        return tensors
+    return tuple(t.detach() if isinstance(t, Tensor) else t for t in tensors)
 
 
 def _batch(internal_batch_size: Any) -> int | None:

@@ -312,6 +312,8 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
         ):
             raise IndexError(f"`target` index out of range for {output.shape[1]} outputs")
         selected = output.gather(1, index.reshape(-1, 1).long()).squeeze(1)
+    if per_example and selected.dim() > 1 and selected[0].numel() == 1:
+        selected = selected.reshape(selected.shape[0])  # e.g. (N, 1): Captum accepts it
     if per_example and selected.dim() != 1:
         raise ValueError(
             "the output must be one scalar per example: give a `target` that selects "

@@ -51,8 +51,8 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
         n_steps: number of nodes (>= 2 for Riemann rules, >= 1 for Gauss-Legendre).
 
     Returns:
-        ``(alphas, weights)``: two tuples of ``n_steps`` floats; the weights
-        sum to 1.
+        ``(alphas, weights)``: two tuples of ``n_steps`` floats. The weights
+        sum to 1, except ``riemann_trapezoid``'s (``1 - 1/n``, as in Captum).
 
     >>> alphas, weights = quadrature("riemann_trapezoid", 3)
     >>> alphas, weights
@@ -183,12 +183,12 @@ def input_gradients(
 
     >>> (g,) = input_gradients(model, (x,), target_objective(0))
     """
+    N.check_forward_func(forward_func)
     return _engine.gradients(
         _engine.functional(forward_func, detach=not create_graph), inputs,
         additional_forward_args, objective, layer=layer,
         input_side=attribute_to_layer_input, read_at_layer=layer is not None,
-        create_graph=create_graph, chunk_size=chunk_size,
-        model=N.unwrap_parallel(forward_func),
+        create_graph=create_graph, chunk_size=_chunk(chunk_size),
     )
 
 
@@ -214,12 +214,17 @@ def layer_gradients(
 
     >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
     """
+    N.check_forward_func(forward_func)
     return _engine.gradients(
         _engine.functional(forward_func, detach=not create_graph), inputs,
         additional_forward_args, objective, layer=layer,
         input_side=attribute_to_layer_input, wrt_layer=True,
-        create_graph=create_graph, chunk_size=chunk_size, return_value=return_value,
+        create_graph=create_graph, chunk_size=_chunk(chunk_size), return_value=return_value,
     )
+
+
+def _chunk(chunk_size: Any) -> int | None:
+    return None if chunk_size is None else N.check_positive_int(chunk_size, "chunk_size")
 
 
 def _rows(t: Any, n0: int, n1: int, s0: int, s1: int, n: int, per_point: bool) -> Any:

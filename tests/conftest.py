@@ -7,6 +7,7 @@ module hooks do not reach.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -15,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@contextlib.contextmanager
 def captum_quiet():
-    """Context manager silencing Captum's own warnings (the oracle, not us)."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
+    """Silences Captum's own warnings (the oracle's, not ours) inside a ``with``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 class MLP(nn.Module):
