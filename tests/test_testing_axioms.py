@@ -16,6 +16,9 @@ catches it (✗ = raises AssertionError) and which it slips past (✓):
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -304,3 +307,8 @@ def test_bad_feature_arguments_raise(case, x, b):
         ax.symmetry(ig, case.model, x, b, 1, features=(0,))
     with pytest.raises(TypeError, match="inputs"):
         ax.dummy(ig, case.model, (x,), b, 1, feature=0)
+
+
+def test_the_example_script_passes():
+    example = Path(__file__).parents[1] / "examples" / "property_test_your_method.py"
+    runpy.run_path(str(example))["test_my_integrated_gradients"]()
