@@ -1,0 +1,401 @@
+"""The ``fnattr`` command line: demo, explain, bench, and its one-line errors.
+
+A few true subprocess runs (``sys.executable -m fnattr``) check the real
+entry point, exit codes and stderr; the many error cases run in-process
+through ``fnattr.cli.main`` (each subprocess pays ~2 s of ``import torch``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fnattr
+from fnattr import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "fnattr_cli_tiny"  # module written into a temporary directory on sys.path
+
+TINY_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def make():
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def broken():
+    raise RuntimeError("factory exploded")
+'''
+
+
+class _Evil:
+    """Pickles to a call of ``print``: weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The tiny model module and input/model files, written once."""
+    d = tmp_path_factory.mktemp("cli_files")
+    (d / f"{TINY}.py").write_text(TINY_SOURCE)
+    sys.path.insert(0, str(d))
+    try:
+        tiny = importlib.import_module(TINY)
+        model = tiny.make().eval()
+        x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+        torch.save(x, d / "x.pt")
+        np.save(d / "x.npy", x.numpy().astype(np.float64))
+        from matplotlib import image as mpimg
+
+        mpimg.imsave(d / "digit.png", x[0, 0].numpy(), cmap="gray", vmin=0, vmax=1)  # RGBA
+        torch.save(model.state_dict(), d / "weights.pt")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated in torch 2.13
+            torch.jit.script(model).save(str(d / "model_ts.pt"))
+        torch.save({"a": _Evil()}, d / "evil.pt")
+        (d / "plain_pickle.pt").write_bytes(pickle.dumps(_Evil()))
+        (d / "corrupt.pt").write_bytes(b"definitely not a tensor file")
+        (d / "corrupt.npy").write_bytes(b"nope")
+        (d / "corrupt.png").write_bytes(b"nope")
+        (d / "corrupt.pt2").write_bytes(b"nope")
+        np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        torch.save(torch.rand(2, 1, 16, 16), d / "big.pt")
+        torch.save(torch.rand(2, 3, 8, 8), d / "rgb.pt")
+        torch.save({"x": torch.zeros(2)}, d / "dict.pt")
+        yield d, model, x
+    finally:
+        sys.path.remove(str(d))
+        sys.modules.pop(TINY, None)
+
+
+def _env(files_dir: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(files_dir),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("FNATTR_DEBUG", None)
+    return env
+
+
+def _run(args, cwd, files_dir, timeout=120):
+    return subprocess.run([sys.executable, "-m", "fnattr", *map(str, args)], cwd=cwd,
+                          env=_env(files_dir), capture_output=True, text=True, timeout=timeout)
+
+
+def _listing(path: Path) -> set:
+    return {p.relative_to(path) for p in path.rglob("*")}
+
+
+def _assert_one_line_error(stderr: str, *needles: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("fnattr: error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, stderr)
+
+
+# ------------------------------------------------------------------ subprocess runs
+
+
+def test_python_m_fnattr_without_arguments_runs_the_demo(tmp_path, files):
+    result = _run([], tmp_path, files[0])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    png = tmp_path / "demo_out" / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for method in cli.METHODS:
+        assert method in result.stdout
+    # the table: time, shape and a completeness delta for the methods that have one
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    for method in ("integrated_gradients", "gradient_shap", "layer_conductance"):
+        delta = float(lines[method].split()[-1])
+        assert 0 <= delta < 1.0
+    assert lines["gradient"].split()[-1] == "-"
+    assert "[8, 1, 8, 8]" in lines["integrated_gradients"]
+    assert "[8, 16, 8, 8]" in lines["internal_influence"]
+
+
+def test_explain_subprocess_factory_model_and_errors(tmp_path, files):
+    d, model, x = files
+    out = tmp_path / "ig.pt"
+    ok = _run(["explain", f"{TINY}:make", d / "x.pt", "--method", "integrated_gradients",
+               "--target", "1", "--n-steps", "20", "--out", out], tmp_path, d)
+    assert ok.returncode == 0, ok.stderr
+    attr = torch.load(out, weights_only=True)
+    expected = fnattr.integrated_gradients(model, x, target=1, n_steps=20)
+    torch.testing.assert_close(attr, expected)
+    assert (tmp_path / "ig.png").is_file()
+    assert "mean |delta|" in ok.stdout
+
+    # A real error exit (the in-process tests below cover every case): a pickle
+    # that is not weights_only-safe is refused, never executed, with one line.
+    before = _listing(tmp_path)
+    result = _run(["explain", f"{TINY}:make", d / "evil.pt", "--out", tmp_path / "o.pt"],
+                  tmp_path, d)
+    assert result.returncode == 2, result.stderr
+    _assert_one_line_error(result.stderr, "pickled Python objects")
+    assert "unpickled!" not in result.stdout + result.stderr
+    assert _listing(tmp_path) == before
+
+
+def test_explain_subprocess_torchscript_model(tmp_path, files):
+    d, model, x = files
+    out = tmp_path / "g.npy"
+    result = _run(["explain", d / "model_ts.pt", d / "x.pt", "--method", "gradient",
+                   "--out", out, "--no-png", "--quiet"], tmp_path, d)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    target = model(x).argmax(1)
+    np.testing.assert_allclose(np.load(out), fnattr.gradient(model, x, target=target).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_bench_quick(tmp_path, files):
+    if not (ROOT / "benchmarks" / "run.py").is_file():
+        pytest.skip("benchmarks/run.py does not exist yet")
+    # The smallest run: one method, no compile; results go to tmp_path, not the checkout.
+    out = tmp_path / "RESULTS.md"
+    result = _run(["bench", "--quick", "--methods", "guided_backprop", "--no-compile",
+                   "--no-memory", "--k", "--repeats", "1", "--out", out], tmp_path, files[0],
+                  timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert out.is_file()
+
+
+# ------------------------------------------------------------------ in-process runs
+
+
+def _main(args, capsys):
+    """Runs ``fnattr.cli.main`` in-process; returns (exit code, stdout, stderr)."""
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["explain", "--help"],
+                                  ["bench", "--help"]])
+def test_help(args, capsys):
+    code, out, _ = _main(args, capsys)
+    assert code == 0
+    assert "usage: fnattr" in out
+    if args == ["--help"]:
+        assert all(command in out for command in ("demo", "explain", "bench"))
+    if args[0] == "explain":
+        assert "--method" in out and "module:factory" in out and "integrated_gradients" in out
+
+
+def test_demo_options(tmp_path, capsys):
+    code, out, err = _main(["demo", "--out", tmp_path / "nested" / "d", "--n", "2"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "nested" / "d" / "demo.png").is_file()
+    assert "[2, 1, 8, 8]" in out and "methods total" in out
+
+
+def test_explain_layer_method_npy_input(tmp_path, files, capsys):
+    d, model, x = files
+    out = tmp_path / "ii.npy"
+    code, stdout, err = _main(["explain", f"{TINY}:make", d / "x.npy", "--method",
+                               "internal-influence", "--layer", "features.2", "--target", "2",
+                               "--n-steps", "16", "--batch-size", "2", "--out", out], capsys)
+    assert code == 0, err
+    expected = fnattr.internal_influence(model, "features.2", x, target=2, n_steps=16)
+    np.testing.assert_allclose(np.load(out), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.load(out).shape == (5, 4, 4, 4)
+    assert (tmp_path / "ii.png").is_file()
+    assert "internal_influence: 5 example(s)" in stdout
+
+
+def test_explain_png_input_neuron_method_with_weights(tmp_path, files, capsys):
+    d, model, x = files
+    out = tmp_path / "ngs.pt"
+    png = tmp_path / "heat.png"
+    code, _, err = _main(["explain", f"{TINY}:make", d / "digit.png", "--grayscale",
+                          "--weights", d / "weights.pt", "--method", "neuron_gradient_shap",
+                          "--layer", "features.0", "--neuron", "1,3,3", "--n-samples", "4",
+                          "--stdevs", "0.1", "--seed", "7", "--out", out, "--png", png],
+                         capsys)
+    assert code == 0, err
+    attr = torch.load(out, weights_only=True)
+    assert attr.shape == (1, 1, 8, 8)
+    # The PNG round trip is lossy (8-bit gray), so compare against the decoded image.
+    from matplotlib import image as mpimg
+
+    image = torch.from_numpy(mpimg.imread(d / "digit.png")[..., :3].copy())
+    gray = (image * torch.tensor([0.299, 0.587, 0.114])).sum(-1)[None, None]
+    torch.testing.assert_close(gray, x[:1], atol=0.01, rtol=0)
+    expected = fnattr.neuron_gradient_shap(
+        model, "features.0", gray, (1, 3, 3), torch.zeros(1, 1, 8, 8), n_samples=4, stdevs=0.1,
+        generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(attr, expected)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "ngs.png").exists()
+
+
+def test_explain_gradient_shap_many_inputs_and_file_baselines(tmp_path, files, capsys):
+    d, model, x = files
+    out = tmp_path / "gs.pt"
+    code, _, err = _main(["explain", f"{TINY}:make", d / "x.pt", d / "x.npy", "--method",
+                          "gradient_shap", "--baselines", d / "x.pt", "--batch-size", "3",
+                          "--out", out, "--no-png"], capsys)
+    assert code == 0, err
+    attr = torch.load(out, weights_only=True)
+    assert attr.shape == (10, 1, 8, 8) and torch.isfinite(attr).all()
+    # same seed, same command, same numbers
+    again = tmp_path / "gs2.pt"
+    assert _main(["explain", f"{TINY}:make", d / "x.pt", d / "x.npy", "--method",
+                  "gradient_shap", "--baselines", d / "x.pt", "--batch-size", "3",
+                  "--out", again, "--no-png"], capsys)[0] == 0
+    assert torch.equal(attr, torch.load(again, weights_only=True))
+
+
+def test_explain_compile_missing(tmp_path, files, capsys, monkeypatch):
+    d, _, _ = files
+    monkeypatch.delattr(fnattr, "compile", raising=False)
+    code, _, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--compile", "--out",
+                          tmp_path / "o.pt"], capsys)
+    assert code == 2
+    _assert_one_line_error(err, "--compile")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_without_benchmarks(capsys, monkeypatch):
+    # None in sys.modules makes the import fail as if the package were missing.
+    monkeypatch.setitem(sys.modules, "benchmarks.run", None)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    code, _, err = _main(["bench", "--quick"], capsys)
+    assert code == 2
+    _assert_one_line_error(err, "benchmarks")
+
+
+def _error_cases(d: Path):
+    tiny = f"{TINY}:make"
+    x = d / "x.pt"
+    return {
+        "missing input": ([tiny, d / "missing.pt"], "input file not found"),
+        "missing model file": ([d / "missing.pt2", x], "model file not found"),
+        "corrupt .pt input": ([tiny, d / "corrupt.pt"], "not a weights-only PyTorch file"),
+        "corrupt .npy input": ([tiny, d / "corrupt.npy"], "not a .npy file"),
+        "corrupt image": ([tiny, d / "corrupt.png"], "cannot read image"),
+        "corrupt .pt2 model": ([d / "corrupt.pt2", x], "not a torch.export program"),
+        "unsafe pickle input": ([tiny, d / "evil.pt"], "pickled Python objects"),
+        "plain pickle input": ([tiny, d / "plain_pickle.pt"], "not a weights-only"),
+        "object .npy input": ([tiny, d / "objects.npy"], "pickled Python objects"),
+        "non-tensor .pt input": ([tiny, d / "dict.pt"], "holds a dict, not a tensor"),
+        "pickle as model": ([d / "evil.pt", x], "cannot load model"),
+        "unsafe weights": ([tiny, x, "--weights", d / "evil.pt"], "pickled Python objects"),
+        "weights that do not fit": ([tiny, x, "--weights", x], "holds a Tensor, not a state_dict"),
+        "unknown factory": ([f"{TINY}:nope", x], "has no attribute 'nope'"),
+        "unknown module": (["no_such_module_xyz:make", x], "cannot import 'no_such_module_xyz'"),
+        "failing factory": ([f"{TINY}:broken", x], "factory exploded"),
+        "not a model": (["nonsense", x], "neither a file nor"),
+        "unknown layer": ([tiny, x, "--method", "internal_influence", "--layer", "features.9"],
+                          "unknown layer 'features.9'"),
+        "unknown method": ([tiny, x, "--method", "smoothgrad"], "unknown method 'smoothgrad'"),
+        "wrong spatial shape": ([tiny, d / "big.pt"], "rejected inputs of shape [2, 1, 16, 16]"),
+        "wrong channels": ([tiny, d / "rgb.pt"], "rejected inputs of shape [2, 3, 8, 8]"),
+        "mismatched inputs": ([tiny, x, d / "big.pt"], "inputs have different shapes"),
+        "target out of range": ([tiny, x, "--target", "7"], "--target 7 is out of range"),
+        "target not a number": ([tiny, x, "--target", "seven"], "argument --target"),
+        "target with too many dims": ([tiny, x, "--target", "0,1"], "--target 0,1 has 2"),
+        "neuron out of range": ([tiny, x, "--method", "neuron_gradient", "--layer", "features.0",
+                                 "--neuron", "9,0,0"], "--neuron index 9 is out of range"),
+        "neuron missing": ([tiny, x, "--method", "neuron_gradient", "--layer", "features.0"],
+                           "--neuron is required"),
+        "layer missing": ([tiny, x, "--method", "layer_conductance"], "--layer is required"),
+        "option not used": ([tiny, x, "--method", "gradient", "--n-steps", "5"],
+                            "--n-steps not used by gradient"),
+        "baselines shape": ([tiny, x, "--baselines", d / "big.pt"], "--baselines"),
+        "rule on TorchScript": ([d / "model_ts.pt", x, "--method", "guided_backprop"],
+                                "needs a module:factory model"),
+        "layer on TorchScript": ([d / "model_ts.pt", x, "--method", "internal_influence",
+                                  "--layer", "features.0"], "needs named layers"),
+        "unknown option": ([tiny, x, "--bogus"], "unrecognized arguments: --bogus"),
+    }
+
+
+_CASES = list(_error_cases(Path("/unused")))
+
+
+@pytest.mark.parametrize("case", _CASES)
+def test_explain_errors(case, tmp_path, files, capsys):
+    d, _, _ = files
+    args, needle = _error_cases(d)[case]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = _main(["explain", *args, "--out", out_dir / "attr.pt"], capsys)
+    assert code == 2, (out, err)
+    _assert_one_line_error(err, needle)
+    assert "unpickled!" not in out + err
+    assert list(out_dir.iterdir()) == [], "nothing may be written on failure"
+
+
+@pytest.mark.parametrize("out, needle", [("attr.txt", "must end in .pt or .npy"),
+                                         ("no_dir/attr.pt", "does not exist")])
+def test_explain_bad_output_paths(out, needle, tmp_path, files, capsys):
+    d, _, _ = files
+    code, _, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--out", tmp_path / out],
+                         capsys)
+    assert code == 2
+    _assert_one_line_error(err, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_explain_cuda_unavailable(tmp_path, files, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    d, _, _ = files
+    code, _, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--device", "cuda", "--out",
+                          tmp_path / "o.pt"], capsys)
+    assert code == 2
+    _assert_one_line_error(err, "CUDA is not available")
+
+
+def test_demo_errors(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for args, needle in [(["--n", "51"], "--n must be at most 50"),
+                         (["--n", "0"], "expected a positive integer"),
+                         (["--layer", "features.7"], "unknown layer 'features.7'"),
+                         (["--out", tmp_path / "file"], "is not a directory")]:
+        code, _, err = _main(["demo", *args], capsys)
+        assert code == 2
+        _assert_one_line_error(err, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_existing_output_is_kept_on_failure(tmp_path, files, capsys):
+    d, _, _ = files
+    out = tmp_path / "attr.pt"
+    out.write_bytes(b"previous")
+    code, _, _ = _main(["explain", f"{TINY}:make", d / "big.pt", "--out", out], capsys)
+    assert code == 2
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attr.pt"]
