@@ -1123,8 +1123,14 @@ def _figure(attributions: Any, x: Any, args: argparse.Namespace, layer_method: b
 def _bench(args: argparse.Namespace, extra: list[str]) -> int:
     run = _import_benchmarks()
     argv = (["--quick"] if args.quick else []) + list(extra)
-    code = run.main(argv)
-    return 0 if code is None else int(code)
+    try:
+        code = run.main(argv)
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # raise SystemExit("message"): report it as ours
+            raise CLIError(f"bench: {exit_.code}") from None
+        raise
+    # main may return results (a dict) or an exit status
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def _import_benchmarks() -> Any:
