@@ -228,7 +228,7 @@ def models(
         if k == "mlp":
             input_shape = (draw(st.integers(1, max_width)),)
         else:
-            input_shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+            input_shape = tuple(draw(st.integers(1, hi)) for hi in (3, 4, 4))
     elif len(input_shape) != (1 if k == "mlp" else 3):
         raise ValueError(f"`input_shape` {input_shape} does not fit a {k!r} model")
     widths = tuple(draw(st.lists(st.integers(1, max_width), min_size=1, max_size=max_depth)))
@@ -243,8 +243,9 @@ def _uniform(shape: tuple[int, ...], dtype: torch.dtype, seed: int, low: float,
 
 
 @st.composite
-def inputs(draw: st.DrawFn, case: ModelCase, batch: int | st.SearchStrategy[int] = st.integers(1, 3),
-           low: float = -2.0, high: float = 2.0) -> Tensor:
+def inputs(draw: st.DrawFn, case: ModelCase,
+           batch: int | st.SearchStrategy[int] = st.integers(1, 3), low: float = -2.0,
+           high: float = 2.0) -> Tensor:
     """Inputs for ``case.model``: ``(batch, *input_shape)``, uniform in ``[low, high)``.
 
     The values come from a ``torch.Generator`` seeded with a drawn integer
@@ -445,7 +446,7 @@ def equivalent_models(draw: st.DrawFn, case: ModelCase) -> ModelCase:
             layer.bias.copy_(layer.bias[p] * s)
             w = nxt.weight
             # the head of a conv net reads (channels, h, w) flattened: act on dim 1 of that view
-            view = w.reshape(w.shape[0], width, -1, *w.shape[2:]) if w.dim() == 2 else w.unsqueeze(2)
+            view = w.reshape(w.shape[0], width, -1) if w.dim() == 2 else w.unsqueeze(2)
             view = view[:, p] / s.reshape(1, -1, *[1] * (view.dim() - 2))
             w.copy_(view.reshape(w.shape))
         applied.append((tuple(perm), tuple(scales)))
