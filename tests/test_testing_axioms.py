@@ -260,6 +260,7 @@ def test_output_at_reads_captum_targets():
     x = torch.zeros(2, 1, 1)
     torch.testing.assert_close(ax.output_at(f, x), out.sum((1, 2)))
     torch.testing.assert_close(ax.output_at(f, x, 1), out[:, 1].sum(1))
+    torch.testing.assert_close(ax.output_at(f, x, np.int64(1)), out[:, 1].sum(1))
     torch.testing.assert_close(ax.output_at(f, x, (2, 3)), out[:, 2, 3])
     torch.testing.assert_close(ax.output_at(f, x, [(0, 1), (2, 2)]),
                                torch.stack([out[0, 0, 1], out[1, 2, 2]]))

@@ -35,6 +35,7 @@ as modules keep working for fnattr's and Captum's neuron methods.
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -87,7 +88,8 @@ def output_at(forward_func: Callable, inputs: TensorOrTuple, target: Any = None,
     out = forward_func(*_as_tuple(inputs), *_args(additional_forward_args))
     if target is None:
         picked = out
-    elif isinstance(target, (int, tuple)) or (isinstance(target, Tensor) and target.dim() == 0):
+    elif isinstance(target, (numbers.Integral, tuple)) or (
+            isinstance(target, Tensor) and target.dim() == 0):
         picked = out[(slice(None), *(target if isinstance(target, tuple) else (target,)))]
     else:
         picked = torch.stack([out[(i, *(t if isinstance(t, tuple) else (t,)))]
