@@ -51,18 +51,28 @@ _INPUT_METHODS = {
 _SAMPLED = {M.gradient_shap: M._gradient_shap, M.neuron_gradient_shap: M._neuron_gradient_shap}
 
 
-def _as_tensor_index(value: Any) -> Any:
-    """Ints (alone or in tuples/lists) as 0-d long tensors; slices and callables kept."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, numbers.Integral):
-        return torch.tensor(int(value))
-    if isinstance(value, tuple):
-        return tuple(_as_tensor_index(v) for v in value)
-    if isinstance(value, list) and value and not all(
-            isinstance(v, numbers.Integral) for v in value):
-        return [_as_tensor_index(v) for v in value]  # a list of selectors
-    return value
+def _selector_as_tensors(selector: Any) -> Any:
+    """Int neuron indices as 0-d long tensors (tuples with slices, callables kept)."""
+    if isinstance(selector, list):
+        return [_selector_as_tensors(s) for s in selector]
+    if isinstance(selector, numbers.Integral) and not isinstance(selector, bool):
+        return torch.tensor(int(selector))
+    if isinstance(selector, tuple) and all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in selector):
+        return tuple(torch.tensor(int(i)) for i in selector)
+    return selector
+
+
+def _target_as_tensors(target: Any) -> Any:
+    """An int target as a 0-d tensor, a per-example int list as a 1-D tensor."""
+    if isinstance(target, N.Each):
+        return target.map(_target_as_tensors)
+    if isinstance(target, list) and target and all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
+        return torch.tensor(target)
+    if isinstance(target, (numbers.Integral, tuple)) and not isinstance(target, bool):
+        return _selector_as_tensors(target)
+    return target
 
 
 def compile(
@@ -125,9 +135,10 @@ def compile(
         bound_args = sig.bind(*((None,) * n_bound), *args, **kwargs)
         bound_args.apply_defaults()
         a = dict(bound_args.arguments)
-        for key in ("target", "neuron_selector"):
-            if key in a:
-                a[key] = _as_tensor_index(a[key])
+        if "target" in a:
+            a["target"] = _target_as_tensors(a["target"])
+        if "neuron_selector" in a:
+            a["neuron_selector"] = _selector_as_tensors(a["neuron_selector"])
         if "n_steps" in a:  # quadrature is computed eagerly (numpy does not trace)
             quadrature(a["method"], a["n_steps"] + (method is M.layer_conductance))
         with _engine.slots([layer] if needs_layer else []):
