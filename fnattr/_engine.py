@@ -66,8 +66,8 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
         inner, rule = ruled
         return with_rule(functional(inner, detach=detach), rule)
     model = N.unwrap_parallel(forward_func)
-    if not isinstance(model, nn.Module):
-        return forward_func
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return model  # TorchScript has no stateless call: run it as it is
     if not detach:
         return model
 

@@ -424,10 +424,21 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
 
 def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Module:
     """A layer is an ``nn.Module`` or a dotted name of a submodule of the model."""
+    if isinstance(layer, torch.jit.ScriptModule):
+        raise TypeError(
+            f"`{name}` is a TorchScript module, which cannot be hooked: pass the eager "
+            "model (or a torch.export program's .module())"
+        )
     if isinstance(layer, nn.Module):
         return layer
     if isinstance(layer, str):
         root = unwrap_parallel(forward_func)
+        if isinstance(root, torch.jit.ScriptModule):
+            raise TypeError(
+                f"`{name}` {layer!r} names a submodule of a TorchScript model, which "
+                "cannot be hooked: pass the eager model (or a torch.export program's "
+                ".module())"
+            )
         if not isinstance(root, nn.Module):
             raise TypeError(
                 f"`{name}` is given by name ({layer!r}) but the forward function is "

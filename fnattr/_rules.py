@@ -17,11 +17,13 @@ only during the call, so it reaches every spelling that goes through PyTorch's
 * reached: ``nn.ReLU`` (also ``inplace=True``, also one module reused many
   times), ``F.relu`` (also ``inplace=True`` and aliases such as
   ``from torch.nn.functional import relu``), ``F.relu_``, ``torch.relu``,
-  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``;
+  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, and the aten ops
+  ``torch.ops.aten.relu.default`` / ``relu_.default`` called from Python (so
+  ``torch.export`` programs run as modules, e.g. ``ep.module()``, are reached);
 * not reached: other activations (``ReLU6``, ``LeakyReLU``, ``clamp(min=0)``,
-  ``torch.maximum(x, 0)``), ops called below the Python dispatch layer
-  (``torch.ops.aten.relu``, TorchScript / ``torch.export`` programs, C++
-  extensions).
+  ``torch.maximum(x, 0)``) and ops run outside Python (C++ extensions);
+  TorchScript is rejected with a ``TypeError`` since its interpreter runs
+  every op in C++, where no rule can reach.
 
 Nothing global is patched: the mode is popped when the call returns or
 raises. Modes are per thread, so concurrent threads are unaffected.
@@ -115,8 +117,8 @@ def deconv_relu(x: Tensor) -> Tensor:
     return _apply("deconv", x)
 
 
-_OUT_OF_PLACE = frozenset({F.relu, torch.relu, Tensor.relu})
-_IN_PLACE = frozenset({F.relu_, torch.relu_, Tensor.relu_})
+_OUT_OF_PLACE = frozenset({F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default})
+_IN_PLACE = frozenset({F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default})
 _RULES = {guided_relu: "guided", deconv_relu: "deconv"}
 
 
@@ -159,6 +161,11 @@ def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_
         raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")
     if not callable(forward_func):
         raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+    if isinstance(forward_func, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        raise TypeError(
+            "`forward_func` is TorchScript: its ops run in C++, where a ReLU rule cannot "
+            "reach them; pass the eager model (or a torch.export program's .module())"
+        )
     rule_name = _RULES[rule]
 
     def ruled(*args: Any, **kwargs: Any) -> Any:
