@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -23,7 +25,9 @@ def exported():
 @pytest.mark.parametrize("as_module", ["module", "unflatten"])
 def test_rules_reach_aten_relu_in_exported_programs(exported, method, as_module):
     net, x, ep = exported
-    program = ep.module() if as_module == "module" else torch.export.unflatten(ep)
+    with warnings.catch_warnings():  # torch's own deprecations inside unflatten
+        warnings.simplefilter("ignore")
+        program = ep.module() if as_module == "module" else torch.export.unflatten(ep)
     got = method(program, x, target=2)
     torch.testing.assert_close(got, method(net, x, target=2), rtol=1e-5, atol=1e-7)
     assert not torch.allclose(got, fnattr.gradient(net, x, target=2)), "the rule must apply"
@@ -31,7 +35,9 @@ def test_rules_reach_aten_relu_in_exported_programs(exported, method, as_module)
 
 def test_torchscript_is_refused_by_name():
     net = ConvNet().eval()
-    scripted = torch.jit.script(net)
+    with warnings.catch_warnings():  # torch.jit.script's own deprecation warning
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(net)
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(fnattr.gradient(scripted, x, target=1),
                                fnattr.gradient(net, x, target=1))
