@@ -1,0 +1,81 @@
+"""Smoke test of the benchmark suite: the hand-written floor equals Captum.
+
+The benchmarks' "floor" (``benchmarks/floor.py``) is what every timing is
+compared with, so it is verified here on tiny inputs: internal influence and
+guided backprop on the conv net (M), neuron gradient SHAP on Captum's own
+replayed draws on the MLP (S), and the K-neuron floors against a loop of
+Captum calls. Fast (a few seconds); nothing is compiled.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+captum_attr = pytest.importorskip("captum.attr")
+
+from benchmarks.floor import Floor, captum_paths, seeded  # noqa: E402
+from benchmarks.models import MODELS, build, run_to  # noqa: E402
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()) + 1e-12)
+
+
+def _small(key: str, n: int = 2):
+    spec = build(key)
+    spec.inputs = spec.inputs[:n]
+    return spec, Floor(spec, n_steps=8)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def test_models_build_and_layers():
+    for key in MODELS:
+        spec = build(key)
+        h = run_to(spec.model, spec.layer, spec.inputs[:1])
+        assert tuple(h.shape[1:]) == spec.extra["layer_shape"]
+        assert spec.model(spec.inputs[:1]).shape == (1, 10)
+        assert not spec.model.training
+        assert len(set(spec.neurons(64))) == 64
+
+
+def test_floor_internal_influence_matches_captum():
+    spec, fl = _small("M")
+    ref = captum_attr.InternalInfluence(spec.model, spec.layer).attribute(
+        spec.inputs, target=spec.target, n_steps=8, method="gausslegendre")
+    _close(fl.internal_influence(spec.inputs, spec.target), ref)
+
+
+@pytest.mark.parametrize("name", ["guided_backprop", "deconvolution"])
+def test_floor_relu_rules_match_captum(name):
+    spec, fl = _small("M")
+    cls = captum_attr.GuidedBackprop if name == "guided_backprop" else captum_attr.Deconvolution
+    ref = cls(spec.model).attribute(spec.inputs, target=spec.target)
+    _close(getattr(fl, name)(spec.inputs, spec.target), ref)
+
+
+def test_floor_neuron_gradient_shap_on_captum_draws():
+    spec, fl = _small("S")
+    with seeded(1, 2):
+        ref = captum_attr.NeuronGradientShap(spec.model, spec.layer).attribute(
+            spec.inputs, spec.neuron, spec.shap_baselines, n_samples=3, stdevs=0.1)
+    paths = captum_paths(spec.inputs, spec.shap_baselines, 3, 0.1, 1, 2)
+    _close(fl.neuron_gradient_shap_paths(*paths, spec.neuron), ref)
+
+
+def test_floor_many_neurons_match_captum_loop():
+    spec, fl = _small("S")
+    neurons = spec.neurons(4)
+    cap = captum_attr.NeuronGradient(spec.model, spec.layer)
+    ref = torch.stack([cap.attribute(spec.inputs, n) for n in neurons])
+    for chunk in (1, 3, None):
+        _close(fl.neuron_gradient_many(spec.inputs, neurons, chunk), ref)
