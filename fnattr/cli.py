@@ -821,11 +821,10 @@ def _explain(args: argparse.Namespace) -> int:
         raise CLIError(f"--device {args.device}: CUDA is not available")
 
     model = _load_model(args.model, args.weights)
-    if model.kind != "factory" and spec.rule:
+    if model.kind == "torchscript" and spec.rule:
         raise CLIError(
-            f"{args.method} needs a module:factory model: its ReLU rule does not reach the "
-            f"ReLUs of a {'TorchScript' if model.kind == 'torchscript' else 'torch.export'} "
-            "program")
+            f"{args.method} needs a module:factory model or a torch.export program (.pt2): "
+            "its ReLU rule cannot reach the ReLUs of a TorchScript program")
     layer = None
     if spec.layer:
         if model.module is None:
