@@ -10,7 +10,8 @@ once in :class:`Floor`'s constructor, outside any timed region.
   input/layer gradients would do; no graph is recorded for parameters.
 * Layer sites are reached by **splitting the ``nn.Sequential``** at the layer
   (:func:`benchmarks.models.run_to`), no hooks: neuron methods run the forward
-  up to the layer only; layer methods make the layer's output the leaf.
+  up to the layer only (``full_forward=True`` runs the rest too, discarded);
+  layer methods make the layer's output the leaf.
 * Guided backprop / deconvolution use a **hand-written modified-ReLU model**:
   a deep copy in which every ``nn.ReLU`` module is replaced by a module calling
   a custom ``torch.autograd.Function`` with the rule's backward (guided:
@@ -117,10 +118,15 @@ class Floor:
         return self._input_grad(self.deconv, x, target)
 
     # -- neuron gradient ---------------------------------------------------------
-    def neuron_gradient(self, x: Tensor, neuron: tuple) -> Tensor:
+    def neuron_gradient(self, x: Tensor, neuron: tuple, full_forward: bool = False) -> Tensor:
+        """Stops the forward at the layer; ``full_forward`` also runs the rest of
+        the model (what a method must do when it cannot know that the layer is
+        not called again later, as Captum and fnattr's eager mode do)."""
         with torch.enable_grad():
             x = x.detach().requires_grad_()
             h = self.head(x)
+            if full_forward:
+                self.tail(h)
             return torch.autograd.grad(h[(slice(None), *neuron)].sum(), x)[0]
 
     def neuron_gradient_many(self, x: Tensor, neurons: Sequence[tuple],
@@ -195,14 +201,16 @@ class Floor:
                                         target)
 
     def neuron_gradient_shap_paths(self, ends: Tensor, starts: Tensor, alphas: Tensor,
-                                   neuron: tuple) -> Tensor:
-        return self._shap(lambda p: self.neuron_gradient(p, neuron), ends, starts, alphas)
+                                   neuron: tuple, full_forward: bool = False) -> Tensor:
+        return self._shap(lambda p: self.neuron_gradient(p, neuron, full_forward),
+                          ends, starts, alphas)
 
     def neuron_gradient_shap(self, x: Tensor, baselines: Tensor, neuron: tuple,
                              n_samples: int, stdev: float,
-                             generator: torch.Generator | None) -> Tensor:
+                             generator: torch.Generator | None,
+                             full_forward: bool = False) -> Tensor:
         return self.neuron_gradient_shap_paths(
-            *self.draw(x, baselines, n_samples, stdev, generator), neuron)
+            *self.draw(x, baselines, n_samples, stdev, generator), neuron, full_forward)
 
 
 @contextlib.contextmanager

@@ -30,8 +30,9 @@ Memory, CPU: the peak of bytes allocated by PyTorch's CPU allocator during one
 call, net of frees (``torch.profiler`` with ``profile_memory=True``, the
 allocation events' running total), i.e. working memory on top of what existed
 before the call. With ``--rss`` a cross-check for internal influence on M and L:
-the growth of ``ru_maxrss`` in a fresh subprocess per candidate (warmed up on a
-1-example batch first). CUDA: ``torch.cuda.max_memory_allocated`` minus the
+the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
+minus the resident set before the call, in a fresh subprocess per candidate
+warmed up on a 1-example batch (Linux only). CUDA: ``torch.cuda.max_memory_allocated`` minus the
 memory allocated before the call.
 """
 
@@ -44,7 +45,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -71,9 +71,11 @@ SHAP = {"n_samples": 5, "stdevs": 0.1}
 SEED = 0
 CAPTUM_SEEDS = (1, 2)  # numpy, torch
 TOL = 1e-4
-CHUNK_BUDGET = 32 * 2**20  # bytes of head activations per backward chunk (auto chunk_size)
+CHUNK_BUDGET = 16 * 2**20  # bytes of head activations per backward chunk (auto chunk_size)
+CHUNK_MIN = 4
 
 FLOOR, EAGER, COMPILED, CAPTUM = "floor", "fnattr eager", "fnattr compiled", "Captum 0.9"
+FLOOR_FULL = "floor (full forward)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -152,14 +154,15 @@ def _fnattr(method: str, spec: ModelSpec, fn: Callable, gen: torch.Generator | N
     raise ValueError(method)
 
 
-def _floor(method: str, spec: ModelSpec, fl: Floor, gen: torch.Generator | None) -> Callable:
+def _floor(method: str, spec: ModelSpec, fl: Floor, gen: torch.Generator | None,
+           full_forward: bool = False) -> Callable:
     x, b, t = spec.inputs, spec.shap_baselines, spec.target
     return {
-        "neuron_gradient": lambda: fl.neuron_gradient(x, spec.neuron),
+        "neuron_gradient": lambda: fl.neuron_gradient(x, spec.neuron, full_forward),
         "internal_influence": lambda: fl.internal_influence(x, t),
         "gradient_shap": lambda: fl.gradient_shap(x, b, t, SHAP["n_samples"], SHAP["stdevs"], gen),
         "neuron_gradient_shap": lambda: fl.neuron_gradient_shap(
-            x, b, spec.neuron, SHAP["n_samples"], SHAP["stdevs"], gen),
+            x, b, spec.neuron, SHAP["n_samples"], SHAP["stdevs"], gen, full_forward),
         "guided_backprop": lambda: fl.guided_backprop(x, t),
         "deconvolution": lambda: fl.deconvolution(x, t),
     }[method]
@@ -274,20 +277,23 @@ def method_block(method: str, spec: ModelSpec, fl: Floor, args: argparse.Namespa
                  device: torch.device, compile_it: bool) -> dict:
     torch._dynamo.reset()  # one compiled function per block (see RESULTS.md, "findings")
     sampled = method in SAMPLED
-    gens = {n: (_generator(device) if sampled else None) for n in (FLOOR, EAGER)}
+    gens = {n: (_generator(device) if sampled else None) for n in (FLOOR, FLOOR_FULL, EAGER)}
     cands = [
         Cand(FLOOR, _floor(method, spec, fl, gens[FLOOR]), gens[FLOOR]),
         Cand(EAGER, _fnattr(method, spec, getattr(fnattr, method), gens[EAGER], False),
              gens[EAGER]),
         Cand(CAPTUM, _captum(method, spec)),
     ]
+    if method in ("neuron_gradient", "neuron_gradient_shap"):
+        cands.insert(1, Cand(FLOOR_FULL, _floor(method, spec, fl, gens[FLOOR_FULL], True),
+                             gens[FLOOR_FULL]))
     if compile_it:
         try:
-            cands.insert(2, _compile_candidate(method, spec, device))
+            cands.insert(len(cands) - 1, _compile_candidate(method, spec, device))
         except Exception as e:  # report, do not stop the suite
             c = Cand(COMPILED, None, ok=False)
             c.check = f"compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            cands.insert(2, c)
+            cands.insert(len(cands) - 1, c)
     by = {c.name: c for c in cands}
 
     # --- checks, before any timing
@@ -307,6 +313,9 @@ def method_block(method: str, spec: ModelSpec, fl: Floor, args: argparse.Namespa
         else:
             on_captum_draws = fl.neuron_gradient_shap_paths(*paths, spec.neuron)
         _set_check(by[FLOOR], on_captum_draws, ref, "Captum, on Captum's replayed draws")
+        if FLOOR_FULL in by:
+            _set_check(by[FLOOR_FULL], fl.neuron_gradient_shap_paths(*paths, spec.neuron, True),
+                       ref, "Captum, on Captum's replayed draws")
         by[CAPTUM].err, by[CAPTUM].check = 0.0, "itself (reference)"
         for c in cands:
             if c.gen is not None:
@@ -339,7 +348,10 @@ def _reseeded(c: Cand) -> Any:
 def auto_chunk(spec: ModelSpec, k: int, budget: int = CHUNK_BUDGET) -> int:
     """``chunk_size`` for K one-hot backwards: the largest power of two whose
     chunk of cotangent rows keeps the activations between the input and the
-    layer (all rows of the batch, measured once) under ``budget`` bytes."""
+    layer (all rows of the batch, measured once) under ``budget`` bytes, but
+    at least ``CHUNK_MIN`` (and at most K). Tuned on this suite's first CPU run:
+    all K at once was best on the MLP; 4 was best on both conv nets (64 at once
+    was 7x slower than 4 on M, 8 was 1.3x slower; 2 was 1.2x slower on L)."""
     sizes: list[int] = []
     leaves = [m for m in spec.model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(lambda _m, _i, o: sizes.append(o.numel() * o.element_size()))
@@ -351,8 +363,8 @@ def auto_chunk(spec: ModelSpec, k: int, budget: int = CHUNK_BUDGET) -> int:
         for h in hooks:
             h.remove()
     per_row = spec.inputs.numel() * spec.inputs.element_size() + sum(sizes)
-    c = max(1, budget // per_row)
-    return int(min(k, 2 ** int(math.log2(c))))
+    c = 2 ** int(math.log2(max(1, budget // per_row)))
+    return int(min(k, max(CHUNK_MIN, c)))
 
 
 def many_block(spec: ModelSpec, fl: Floor, k: int, args: argparse.Namespace,
@@ -378,9 +390,12 @@ def many_block(spec: ModelSpec, fl: Floor, k: int, args: argparse.Namespace,
         cands.append(Cand(name, (lambda c=c: fnattr.neuron_gradient(
             m, layer, x, neurons, chunk_size=c))))
     if compile_it:
+        # vmap's chunks are unrolled in the graph: compile time grows with K / chunk
+        # (640 s for 32 chunks on L), so at most 4 chunks here.
+        cc = max(auto, -(-k // 4))
         compiled = fnattr.compile(fnattr.neuron_gradient, m, layer)
-        c = Cand(f"fnattr compiled one-pass (chunk {auto})",
-                 lambda: compiled(x, neurons, chunk_size=auto))
+        c = Cand(f"fnattr compiled one-pass (chunk {cc})",
+                 lambda: compiled(x, neurons, chunk_size=cc))
         try:
             sync(device)
             t0 = time.perf_counter()
@@ -431,11 +446,19 @@ def _rss_child(method: str, key: str, cand: str, device: str) -> None:
         make(small)()  # lazy library initialisation on a 1-example batch
         fn = make(full)
         gc.collect()
-        r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM)
+        r0 = _status_kib("VmRSS")
         out = fn()
-        r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        r1 = _status_kib("VmHWM")
     del out
     print(json.dumps({"rss_mb": (r1 - r0) / 1024}))
+
+
+def _status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
 
 
 def rss_mb(method: str, key: str, cand: str, device: str) -> float | None:
@@ -505,7 +528,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (default: leave torch's default)")
     p.add_argument("--rss", action="store_true",
-                   help="cross-check internal influence memory on M/L by subprocess maxrss")
+                   help="cross-check internal influence memory on M/L by peak RSS (VmHWM) "
+                        "growth in a fresh subprocess per candidate (Linux)")
     p.add_argument("--sample-s", type=float, default=None,
                    help="target seconds per timing sample (calls per sample are calibrated)")
     p.add_argument("--out", default=None, help="RESULTS.md path (default benchmarks/RESULTS.md)")
@@ -515,7 +539,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.methods = a.methods or list(METHODS)
     a.models = a.models or (["S"] if a.quick else list(MODELS))
     a.repeats = a.repeats or (3 if a.quick else 5)
-    a.sample_s = a.sample_s or (0.01 if a.quick else 0.03)
+    a.sample_s = a.sample_s or (0.01 if a.quick else 0.05)
     if a.memory is None:
         a.memory = not a.quick
     if a.k is None:
