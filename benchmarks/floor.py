@@ -132,18 +132,25 @@ class Floor:
     def neuron_gradient_many(self, x: Tensor, neurons: Sequence[tuple],
                              chunk_size: int | None = None) -> Tensor:
         """K neurons, one shared forward to the layer, then the K backwards:
-        ``chunk_size=1``: a Python loop of K ``autograd.grad(retain_graph=True)``;
-        otherwise ``is_grads_batched`` over one-hot cotangents, ``chunk_size`` rows
-        at a time (all K when ``None``). Result ``(K, *x.shape)``."""
+        ``chunk_size=1``: a Python loop of K ``autograd.grad(retain_graph=True)``
+        of ``h[:, neuron].sum()``; otherwise the K neuron values are taken with one
+        gather (``h.flatten(1)[:, idx]``, whose backward is one scatter, linear in
+        K) and backpropagated with ``is_grads_batched`` over one-hot cotangents,
+        ``chunk_size`` rows at a time (all K when ``None``). Result ``(K, *x.shape)``."""
         with torch.enable_grad():
             x = x.detach().requires_grad_()
             h = self.head(x)
-            vals = torch.stack([h[(slice(None), *n)] for n in neurons])  # (K, N)
-            k, n = vals.shape
+            k = len(neurons)
             if chunk_size == 1:
                 return torch.stack([
-                    torch.autograd.grad(vals[i].sum(), x, retain_graph=i < k - 1)[0]
-                    for i in range(k)])
+                    torch.autograd.grad(h[(slice(None), *nrn)].sum(), x,
+                                        retain_graph=i < k - 1)[0]
+                    for i, nrn in enumerate(neurons)])
+            shape = h.shape[1:]
+            idx = torch.tensor([int(np.ravel_multi_index(nrn, shape)) for nrn in neurons],
+                               device=x.device)
+            vals = h.flatten(1)[:, idx].T  # (K, N)
+            n = vals.shape[1]
             step = k if chunk_size is None else chunk_size
             eye = self._eye.get((k, n))
             if eye is None or eye.device != x.device or eye.dtype != x.dtype:
