@@ -120,14 +120,18 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
             for b in method_blocks]
     comp += [(f"neuron_gradient K={b['k']}", b["model"],
               _ratio(_auto(b, "fnattr compiled"), _best_floor(b))) for b in many]
+    wrong = [f"{m} {k}" for m, k, r in comp if r is None]
     comp = [c for c in comp if c[2] is not None]
     if comp:
         miss = [c for c in comp if c[2] > COMPILED_TARGET]
         rows.append((
             f"CPU compiled at most {COMPILED_TARGET}x of the eager floor (K neurons included)",
-            "met" if not miss else f"missed in {len(miss)} of {len(comp)}",
-            "; ".join(f"{m} {k} {r:.2f}x" for m, k, r in miss) or
-            f"worst {max(comp, key=lambda c: c[2])[2]:.2f}x"))
+            ("met" if not miss else f"missed in {len(miss)} of {len(comp)}")
+            + (f"; {len(wrong)} not assessable" if wrong else ""),
+            ("; ".join(f"{m} {k} {r:.3f}x" for m, k, r in miss) or
+             f"worst {max(comp, key=lambda c: c[2])[2]:.2f}x")
+            + (f" (not assessable, compiled result wrong or missing: {', '.join(wrong)})"
+               if wrong else "")))
 
     mem = []
     for b in method_blocks:
@@ -144,7 +148,14 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
             f"internal influence peak memory at most {MEMORY_TARGET}x Captum's on M and L "
             "(profiler, CPU allocator)",
             "met" if not miss else f"missed in {len(miss)} of {len(mem)}",
-            "; ".join(f"{n} {k}: {m:.0f} vs {c:.0f} MiB = {r:.2f}x" for n, k, r, m, c in mem)))
+            "; ".join(f"{n} {k}: {m:.0f} vs {c:.0f} MiB = {r:.2f}x" for n, k, r, m, c in mem)
+            + "".join(
+                f"; peak RSS cross-check {k}: {results['rss'][f'{k}|{EAGER}']:.0f} vs "
+                f"{results['rss'][f'{k}|{CAPTUM}']:.0f} MiB = "
+                f"{results['rss'][f'{k}|{EAGER}'] / results['rss'][f'{k}|{CAPTUM}']:.2f}x"
+                for k in ("M", "L")
+                if results.get("rss", {}).get(f"{k}|{EAGER}") and
+                results.get("rss", {}).get(f"{k}|{CAPTUM}"))))
 
     k64 = [b for b in many if b["k"] == max(x["k"] for x in many)] if many else []
     if k64:
