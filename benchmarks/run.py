@@ -532,7 +532,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "growth in a fresh subprocess per candidate (Linux)")
     p.add_argument("--sample-s", type=float, default=None,
                    help="target seconds per timing sample (calls per sample are calibrated)")
-    p.add_argument("--out", default=None, help="RESULTS.md path (default benchmarks/RESULTS.md)")
+    p.add_argument("--out", default=None,
+                   help="RESULTS.md path (default benchmarks/RESULTS.md; with --quick a "
+                        "temporary directory, so a smoke run never overwrites the full results)")
     p.add_argument("--png", default=None, help="ratios plot (default: next to --out)")
     p.add_argument("--rss-child", nargs=3, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -548,7 +550,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.compile_methods = ["neuron_gradient"] if a.quick else list(METHODS)
     if a.no_compile:
         a.compile_methods = []
-    a.out = Path(a.out) if a.out else Path(__file__).resolve().parent / "RESULTS.md"
+    if a.out:
+        a.out = Path(a.out)
+    elif a.quick:  # never overwrite the committed full results with a smoke run
+        import tempfile
+
+        a.out = Path(tempfile.gettempdir()) / "fnattr-bench-quick" / "RESULTS.md"
+    else:
+        a.out = Path(__file__).resolve().parent / "RESULTS.md"
     a.png = Path(a.png) if a.png else a.out.with_name("ratios.png")
     return a
 
