@@ -28,6 +28,7 @@ the graph instead of with ``vmap``.
 from __future__ import annotations
 
 import inspect
+import itertools
 import numbers
 from typing import Any, Callable
 
@@ -48,6 +49,7 @@ _INPUT_METHODS = {
     M.gradient, M.gradient_shap, M.guided_backprop, M.deconvolution,
     M.integrated_gradients,
 }
+_COUNTER = itertools.count()
 _SAMPLED = {M.gradient_shap: M._gradient_shap, M.neuron_gradient_shap: M._neuron_gradient_shap}
 
 
@@ -126,6 +128,10 @@ def compile(
         bound = lambda *a, **k: core(forward_func, layer, *a, **k)
     else:
         bound = lambda *a, **k: core(forward_func, *a, **k)
+    # One code object per compiled function: dynamo's recompile limit counts per
+    # code object, and every bound lambda would otherwise share one.
+    bound.__code__ = bound.__code__.replace(
+        co_name=f"fnattr_{method.__name__}_{next(_COUNTER)}")
     compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
 
     sig = inspect.signature(method)

@@ -335,7 +335,8 @@ def take(t: Tensor, index: tuple) -> Tensor:
         i = torch.as_tensor(i, device=t.device).long()
         linear = linear * size + torch.where(i < 0, i + size, i)
     flat = t.reshape(t.shape[0], -1, *t.shape[1 + len(index):])
-    return flat.index_select(1, linear.reshape(1)).squeeze(1)
+    # advanced indexing, not index_select: inductor miscompiles vmap(vjp(index_select))
+    return flat[:, linear.reshape(1)].squeeze(1)
 
 
 def _is_functorch(t: Tensor) -> bool:

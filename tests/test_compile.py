@@ -101,3 +101,20 @@ def test_compile_rejects_bad_arguments(net):
         fnattr.compile(fnattr.neuron_gradient, net)
     with pytest.raises(ValueError, match="layer"):
         fnattr.compile(fnattr.guided_backprop, net, net.fc1)
+
+
+def test_many_neurons_compiled_equal_eager(net):
+    x = torch.randn(4, 6)
+    selectors = [(0,), (3,), (5,)]
+    compiled = fnattr.compile(fnattr.neuron_gradient, net, net.fc2)
+    torch.testing.assert_close(compiled(x, selectors),
+                               fnattr.neuron_gradient(net, net.fc2, x, selectors),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_many_compiled_functions_in_one_process(net):
+    x = torch.randn(3, 6)
+    for layer in (net.fc1, net.fc2, net.fc3):
+        for method in (fnattr.neuron_gradient, fnattr.neuron_integrated_gradients,
+                       fnattr.neuron_guided_backprop):
+            fnattr.compile(method, net, layer)(x, (1,))
