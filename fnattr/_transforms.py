@@ -227,17 +227,15 @@ def _chunk(chunk_size: Any) -> int | None:
     return None if chunk_size is None else N.check_positive_int(chunk_size, "chunk_size")
 
 
-def _rows(t: Any, n0: int, n1: int, s0: int, s1: int, n: int, per_point: bool) -> Any:
-    """Rows of a per-example (or per-point, ``(S, N, ...)``) value for steps
-    ``s0:s1`` and examples ``n0:n1``, laid out step-major."""
+def _arg_rows(t: Any, n0: int, n1: int, reps: int, n: int) -> Any:
+    """Rows of a per-example argument for examples ``n0:n1``, repeated for
+    ``reps`` steps, laid out step-major (non-tensors and broadcast tensors as they are)."""
     if not isinstance(t, Tensor):
         return t
-    if per_point:
-        return t[s0:s1, n0:n1].reshape(-1, *t.shape[2:])
     if t.dim() == 0 or t.shape[0] != n:
-        return t if (t.dim() == 0 or t.shape[0] == 1) else t.repeat(s1 - s0, *[1] * (t.dim() - 1))
+        return t if (t.dim() == 0 or t.shape[0] == 1) else t.repeat(reps, *[1] * (t.dim() - 1))
     part = t[n0:n1]
-    return part if s1 - s0 == 1 else part.repeat(s1 - s0, *[1] * (t.dim() - 1))
+    return part if reps == 1 else part.repeat(reps, *[1] * (t.dim() - 1))
 
 
 def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
@@ -318,7 +316,7 @@ def path_average(
             (b + _bcast(a, x) * (x - b)).reshape(-1, *x.shape[2:])
             for x, b in zip(ends, starts)
         )
-        args = tuple(_rows(t, n0, n1, s0, s1, n, False) for t in additional_forward_args)
+        args = tuple(_arg_rows(t, n0, n1, s1 - s0, n) for t in additional_forward_args)
         grads = grad_fn(points, _target_rows(target, n0, n1, s1 - s0, n), args)
         w = weights[s0:s1]
         part = []
