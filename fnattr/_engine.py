@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from . import _normalize as N
 
-__all__ = ["functional", "transforms_active", "gradients", "forward_at"]
+__all__ = ["functional", "transforms_active", "gradients", "forward_at", "runs_once"]
 
 
 def transforms_active() -> bool:
@@ -80,6 +80,45 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     return call
 
 
+class _StopForward(BaseException):
+    """Raised by a tap once it has read what it needs: the rest of the forward is
+    skipped. A ``BaseException`` so that a model's own ``except Exception``
+    cannot swallow it."""
+
+
+def runs_once(model: Any, layer: nn.Module) -> bool:
+    """True when every call of ``model`` provably calls ``layer`` exactly once.
+
+    The proof is structural: ``model`` is a plain ``nn.Sequential`` (its
+    ``forward`` not overridden), ``layer`` is reached from it through plain
+    ``nn.Sequential`` containers only, and appears once in the whole module
+    tree (a module reused elsewhere may run again later). Such a model has no
+    control flow of its own, so stopping the forward at the layer's first call
+    is exact. Anything else (custom ``forward`` methods, shared modules, hooks
+    on the containers) is not proven and runs the whole forward: how many
+    times a model calls a layer can depend on its inputs, and Captum's rule is
+    the layer's *last* call.
+    """
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return False
+    seen = sum(1 for m in model.modules(remove_duplicate=False) if m is layer)
+    if seen != 1:
+        return False
+    node = model
+    while node is not layer:
+        if (type(node).forward is not nn.Sequential.forward
+                or node._forward_hooks or node._forward_pre_hooks):
+            return False
+        for child in node._modules.values():
+            if child is layer or (child is not None and any(
+                    m is layer for m in child.modules())):
+                node = child
+                break
+        else:
+            return False
+    return True
+
+
 class _Tap:
     """A forward (pre-)hook that reads a layer's value and adds probes to it.
 
@@ -93,7 +132,8 @@ class _Tap:
 
     def __init__(self, input_side: bool, probes: Any = None,
                  read: Callable | None = None, at_call: int | None = None,
-                 keep: bool = False) -> None:
+                 keep: bool = False, stop: bool = False) -> None:
+        self.stop = stop
         self.input_side = input_side
         self.probes = probes
         self.read = read
@@ -134,6 +174,8 @@ class _Tap:
             # change what the reader saved for backward.
             seen = tuple(t.clone() for t in tensors)
             self.read_out = self.read(seen if len(seen) > 1 else seen[0])
+        if self.stop:
+            raise _StopForward
         if self.probes is None:
             return None
         if self.input_side:
@@ -147,7 +189,8 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
                layer: nn.Module | None, tap: _Tap | None) -> Any:
     """Runs ``forward_func(*inputs, *args)`` with ``tap`` hooked on ``layer``.
 
-    The hook is removed when the call returns or raises.
+    The hook is removed when the call returns or raises. Returns the output,
+    or ``None`` when the tap stopped the forward at the layer.
     """
     if layer is None or tap is None:
         return forward_func(*inputs, *args)
@@ -159,6 +202,8 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
         handle = layer.register_forward_hook(tap)
     try:
         out = forward_func(*inputs, *args)
+    except _StopForward:
+        out = None
     finally:
         handle.remove()
     if tap.calls == 0:
@@ -249,6 +294,7 @@ def gradients(
     create_graph: bool = False,
     chunk_size: int | None = None,
     return_value: bool = False,
+    model: Any = None,
 ) -> tuple[Tensor, ...] | tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Gradient of a per-example objective with respect to the inputs or a layer.
 
@@ -259,18 +305,25 @@ def gradients(
     leading ``K`` when the objective is ``(K, N)``. With ``read_at_layer``
     the objective depends on the layer value only and is evaluated inside the
     hook, on the layer's last call (Captum's rule for reused modules). The rest
-    of the forward still runs: how often a model calls a layer can depend on
-    its inputs, so stopping early is unsafe in eager mode (under compile the
-    unused tail is dead code that inductor removes).
+    of the forward is skipped in eager mode only when ``model`` (the module
+    behind ``forward_func``) provably calls the layer once (:func:`runs_once`):
+    how often a model calls a layer can depend on its inputs. Under compile
+    the unused tail is dead code that inductor removes anyway.
 
     The ``K`` rows share one forward; their backward passes are vectorized
     (``is_grads_batched`` / ``vmap`` over one-hot cotangents) in chunks of
     ``chunk_size`` rows (all at once when ``None``). With ``return_value``
     the layer's value is returned too: ``(grads, value)``.
     """
-    run = _plain if not transforms_active() else _functional
-    grads, value = run(forward_func, inputs, args, objective, layer, input_side,
-                       wrt_layer, read_at_layer, create_graph, chunk_size, return_value)
+    if not transforms_active():
+        stop = read_at_layer and layer is not None and runs_once(model, layer)
+        grads, value = _plain(forward_func, inputs, args, objective, layer, input_side,
+                              wrt_layer, read_at_layer, create_graph, chunk_size,
+                              return_value, stop)
+    else:
+        grads, value = _functional(forward_func, inputs, args, objective, layer,
+                                   input_side, wrt_layer, read_at_layer, create_graph,
+                                   chunk_size, return_value)
     return (grads, value) if return_value else grads
 
 
@@ -280,22 +333,69 @@ def _read_fn(objective: Callable, read_at_layer: bool) -> Callable | None:
     return lambda value: objective(None, value)
 
 
+# Saved-activation bytes per vectorized backward chunk, by device type (see
+# ``_auto_chunk``). CPU: tuned on this project's benchmarks (cache-sized; one
+# row at a time was fastest on both conv nets, all 64 rows on the MLP). CUDA:
+# a memory bound only, not tuned (batching pays more there).
+CHUNK_BUDGET_BYTES = {"cpu": 4 * 2**20, "cuda": 512 * 2**20}
+
+
+class _SavedBytes:
+    """Counts the bytes of the differentiable tensors a forward saves for backward:
+    the activations one backward row reads and, roughly, writes gradients for."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def pack(self, t: Tensor) -> Tensor:
+        if t.requires_grad:
+            self.total += t.numel() * t.element_size()
+        return t
+
+
+def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
+    """Rows per vectorized backward when ``chunk_size`` is None: the largest power
+    of two such that that many copies of the saved activations fit the device's
+    budget (all ``k`` rows for small models, one at a time for large ones).
+    Measured on CPU (benchmarks/RESULTS.md): the whole of K at once is fastest on
+    an MLP, but 2-7x slower than small chunks on conv nets, whose vmapped
+    backward spills out of cache."""
+    budget = CHUNK_BUDGET_BYTES.get(device.type, CHUNK_BUDGET_BYTES["cuda"])
+    if saved_bytes <= 0:
+        return k
+    rows = budget // saved_bytes
+    return k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+
+
 def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-           read_at_layer, create_graph, chunk_size, return_value):
+           read_at_layer, create_graph, chunk_size, return_value, stop=False):
     with torch.enable_grad():
         xs = tuple(inputs) if wrt_layer else tuple(_variable(x) for x in inputs)
         tap = None
         if layer is not None:
             tap = _Tap(input_side, probes="lazy" if wrt_layer else None,
-                       read=_read_fn(objective, read_at_layer), keep=return_value)
-        out = forward_at(forward_func, xs, args, layer, tap)
+                       read=_read_fn(objective, read_at_layer), keep=return_value,
+                       stop=stop)
+        counter = None
+        if chunk_size is None and getattr(objective, "stacked", False):
+            counter = _SavedBytes()
+            with torch.autograd.graph.saved_tensors_hooks(counter.pack, _unpack):
+                out = forward_at(forward_func, xs, args, layer, tap)
+        else:
+            out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         wrt = tap.created if wrt_layer else xs
+        if counter is not None and values.dim() == 2:
+            chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
         grads = _backward(values, wrt, create_graph, chunk_size)
         value = None
         if return_value:
             value = tap.value if create_graph else tuple(v.detach() for v in tap.value)
         return grads, value
+
+
+def _unpack(t: Tensor) -> Tensor:
+    return t
 
 
 def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
@@ -305,6 +405,12 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
                                    allow_unused=True, materialize_grads=True)
     k, n = values.shape
     step = k if chunk_size is None else max(1, min(chunk_size, k))
+    if step == 1:  # one row at a time: plain backwards, no batching rules
+        rows = [torch.autograd.grad(
+            values[i].sum(), wrt, retain_graph=i < k - 1 or create_graph,
+            create_graph=create_graph, allow_unused=True, materialize_grads=True)
+            for i in range(k)]
+        return tuple(torch.stack(g) for g in zip(*rows))
     eye = _batched_eye(k, n, values)
     parts = []
     for start in range(0, k, step):

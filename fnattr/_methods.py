@@ -62,9 +62,11 @@ def neuron_gradient(
 
     Captum's ``NeuronGradient`` as one function. Differs from it in that a
     **list** of selectors gives all neurons from one forward and one
-    vectorized backward (``chunk_size`` rows at a time), stacked on a new
-    leading dim; the forward stops at ``layer`` once the layer is known to be
-    called once; and ``create_graph=True`` keeps the result differentiable.
+    vectorized backward (``chunk_size`` rows at a time; ``None`` picks a
+    memory-bounded size), stacked on a new leading dim; the forward stops at
+    ``layer`` when the model provably calls it once (a chain of plain
+    ``nn.Sequential`` containers); and ``create_graph=True`` keeps the result
+    differentiable.
 
     References:
         Simonyan et al., "Deep Inside Convolutional Networks", https://arxiv.org/abs/1312.6034
@@ -78,7 +80,9 @@ def neuron_gradient(
         additional_forward_args: passed to ``forward_func`` after the inputs.
         attribute_to_neuron_input: select the neuron from the layer's input.
         create_graph: keep the attributions differentiable.
-        chunk_size: neurons per vectorized backward for a list of selectors.
+        chunk_size: neurons per vectorized backward for a list of selectors
+            (``None``: as many as keep that many copies of the saved
+            activations under a per-device budget; all K on small models).
 
     Returns:
         Gradients shaped like ``inputs`` (a leading ``K`` for a list of K selectors).

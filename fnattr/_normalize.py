@@ -329,11 +329,7 @@ def take(t: Tensor, index: tuple) -> Tensor:
     specialize on their values."""
     if not any(isinstance(i, Tensor) for i in index) or any(isinstance(i, slice) for i in index):
         return t[(slice(None), *index)]
-    sizes = t.shape[1:1 + len(index)]
-    linear = torch.zeros((), dtype=torch.long, device=t.device)
-    for i, size in zip(index, sizes):
-        i = torch.as_tensor(i, device=t.device).long()
-        linear = linear * size + torch.where(i < 0, i + size, i)
+    linear = _linear_index(index, t.shape[1:1 + len(index)], t.device)
     flat = t.reshape(t.shape[0], -1, *t.shape[1 + len(index):])
     # advanced indexing, not index_select: inductor miscompiles vmap(vjp(index_select))
     return flat[:, linear.reshape(1)].squeeze(1)
@@ -421,6 +417,58 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
     if has_slice:
         selected = selected.reshape(selected.shape[0], -1).sum(1)
     return selected
+
+
+def _is_index(i: Any) -> bool:
+    return (isinstance(i, numbers.Integral) and not isinstance(i, bool)) or (
+        isinstance(i, Tensor) and i.dim() == 0)
+
+
+def select_neurons(value: TensorOrTuple, selectors: Sequence[Any]) -> Tensor | None:
+    """``(K, N)`` values of K neurons given by integer indices, with one gather.
+
+    Returns ``None`` unless every selector is an int or a tuple of ints (or 0-d
+    tensors, as ``fnattr.compile`` passes them) and the layer value is one
+    tensor; callers then fall back to :func:`select_neuron` per selector. One
+    gather (``flat[:, linear]``) has a backward that is one scatter, linear in
+    K; stacking K selects would write K layer-sized gradients instead.
+    """
+    if isinstance(value, tuple):
+        if len(value) != 1:
+            return None
+        value = value[0]
+    indices = [s if isinstance(s, tuple) else (s,) for s in selectors]
+    if not all(all(_is_index(i) for i in index) for index in indices):
+        return None
+    rank = value.dim() - 1
+    sizes = value.shape[1:]
+    for selector, index in zip(selectors, indices):
+        if len(index) != rank:
+            raise ValueError(
+                f"`neuron_selector` {selector!r} must index all {rank} non-batch dims of "
+                f"the layer value (shape {tuple(value.shape)}), or use slices"
+            )
+        _check_index_bounds(index, sizes, "neuron_selector")
+    if any(isinstance(i, Tensor) for index in indices for i in index):
+        linear = torch.stack([_linear_index(index, sizes, value.device) for index in indices])
+    else:
+        flat = []
+        for index in indices:
+            lin = 0
+            for i, size in zip(index, sizes):
+                lin = lin * size + (int(i) + size if i < 0 else int(i))
+            flat.append(lin)
+        linear = torch.tensor(flat, dtype=torch.long, device=value.device)
+    return value.reshape(value.shape[0], -1)[:, linear].T
+
+
+def _linear_index(index: tuple, sizes: Sequence[int], device: torch.device) -> Tensor:
+    """Row-major linear index of ``index`` into ``sizes``, as a 0-d long tensor."""
+    linear = torch.zeros((), dtype=torch.long, device=device)
+    for i, size in zip(index, sizes):
+        i = torch.as_tensor(i, device=device).long()
+        linear = linear * size + torch.where(i < 0, i + size, i)
+    return linear
 
 
 def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Module:

@@ -105,8 +105,11 @@ def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]
     per-example list or tensor); row ``k`` of the result is the output at
     ``targets[k]``. One forward serves all K.
     """
-    return lambda output, _value=None: torch.stack(
-        [N.select_target(output, t) for t in targets])
+    def objective(output: Tensor, _value: Any = None) -> Tensor:
+        return torch.stack([N.select_target(output, t) for t in targets])
+
+    objective.stacked = True  # lets the engine choose the backward's chunk size
+    return objective
 
 
 def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
@@ -128,9 +131,14 @@ def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
             if isinstance(value, tuple):
                 raise ValueError('`neuron_selector` "all" needs a layer whose value is one tensor')
             return value.reshape(value.shape[0], -1).T.clone()
+        if many:
+            gathered = N.select_neurons(value, selectors)
+            if gathered is not None:
+                return gathered
         picked = [_per_example(N.select_neuron(value, s), value) for s in selectors]
         return torch.stack(picked) if many else picked[0]
 
+    objective.stacked = many
     return objective
 
 
@@ -163,7 +171,8 @@ def input_gradients(
 
     With ``layer`` given, ``objective`` reads that layer's output (or input,
     with ``attribute_to_layer_input``) instead of the model's output, and the
-    forward stops at the layer when it can. A ``(K, N)`` objective gives
+    forward stops at the layer when the model provably calls it once (a chain
+    of plain ``nn.Sequential`` containers; see ``fnattr._engine.runs_once``). A ``(K, N)`` objective gives
     gradients with a leading ``K`` from one forward and a vectorized backward
     (``chunk_size`` rows at a time).
 
@@ -189,6 +198,7 @@ def input_gradients(
         additional_forward_args, objective, layer=layer,
         input_side=attribute_to_layer_input, read_at_layer=layer is not None,
         create_graph=create_graph, chunk_size=_chunk(chunk_size),
+        model=N.unwrap_parallel(forward_func) if layer is not None else None,
     )
 
 

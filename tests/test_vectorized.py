@@ -128,3 +128,67 @@ def test_each_is_validated():
         fnattr.gradient(net, torch.randn(4, 3), target=fnattr.each([fnattr.each([0])]))
     with pytest.raises(ValueError, match="neuron_selector"):
         fnattr.neuron_gradient(net, net, torch.randn(4, 3), "every")
+
+
+# Int-only selectors take the one-gather fast path (fnattr._normalize.select_neurons).
+INT_SELECTORS = [(0, 1, 1), (-1, 0, 2), (5, -2, 3), (2, 3, 3), (0, 1, 1)]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5])
+@pytest.mark.parametrize("name", ["neuron_gradient", "neuron_guided_backprop",
+                                  "neuron_gradient_shap"])
+def test_int_selector_list_equals_a_loop(setup, name, chunk_size):
+    net, x, base = setup
+    method = _neuron_methods(net, base)[name]
+    many = method(x, INT_SELECTORS, chunk_size=chunk_size)
+    assert many.shape == (len(INT_SELECTORS), *x.shape)
+    for k, s in enumerate(INT_SELECTORS):
+        torch.testing.assert_close(many[k], method(x, s), rtol=1e-5, atol=1e-6)
+
+
+def test_int_selector_list_on_a_flat_layer():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    x = torch.randn(6, 5)
+    many = fnattr.neuron_gradient(net, net[1], x, [0, -1, 3, (4,)])
+    w = net[0].weight
+    for k, i in enumerate([0, 6, 3, 4]):  # d tanh(W x + b)_i / dx = (1 - h_i^2) W_i
+        h = torch.tanh(net[0](x))[:, i]
+        torch.testing.assert_close(many[k], (1 - h**2)[:, None] * w[i], rtol=1e-5, atol=1e-6)
+
+
+def test_int_selector_list_errors_name_the_argument(setup):
+    net, x, _ = setup
+    with pytest.raises(IndexError, match="neuron_selector"):
+        fnattr.neuron_gradient(net, net.conv2, x, [(0, 1, 1), (6, 0, 0)])
+    with pytest.raises(ValueError, match="neuron_selector"):
+        fnattr.neuron_gradient(net, net.conv2, x, [(0, 1, 1), (0, 1)])
+
+
+def test_auto_chunk_rule():
+    from fnattr._engine import _auto_chunk
+
+    cpu = torch.device("cpu")
+    budget = fnattr._engine.CHUNK_BUDGET_BYTES["cpu"]
+    assert _auto_chunk(64, 0, cpu) == 64
+    assert _auto_chunk(64, budget // 100, cpu) == 64   # small model: all rows at once
+    assert _auto_chunk(64, budget // 5, cpu) == 4      # largest power of two <= 5
+    assert _auto_chunk(64, budget, cpu) == 1
+    assert _auto_chunk(64, 10 * budget, cpu) == 1      # never below one row
+
+
+@pytest.mark.parametrize("budget", [1, 2**40])  # forces one row at a time / all rows
+def test_default_chunk_size_does_not_change_results(setup, monkeypatch, budget):
+    net, x, _ = setup
+    expected = fnattr.neuron_gradient(net, net.conv2, x, INT_SELECTORS, chunk_size=2)
+    monkeypatch.setitem(fnattr._engine.CHUNK_BUDGET_BYTES, "cpu", budget)
+    chosen = []
+    real = fnattr._engine._auto_chunk
+    monkeypatch.setattr(fnattr._engine, "_auto_chunk",
+                        lambda *a: chosen.append(real(*a)) or chosen[-1])
+    got = fnattr.neuron_gradient(net, net.conv2, x, INT_SELECTORS)
+    assert chosen == [1 if budget == 1 else len(INT_SELECTORS)]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    each = fnattr.gradient(net, x, target=fnattr.each([0, 1, 2]))
+    assert len(chosen) == 2
+    torch.testing.assert_close(each[1], fnattr.gradient(net, x, target=1))

@@ -1,0 +1,150 @@
+"""Neuron methods stop the forward at the layer only where that is proven exact.
+
+``fnattr._engine.runs_once`` proves from the module structure that a model
+calls a layer exactly once (a chain of plain ``nn.Sequential`` containers, the
+layer appearing once in the tree); then the eager forward stops at the layer.
+Everywhere else the whole forward runs (Captum's rule: the layer's last call).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fnattr
+from fnattr._engine import runs_once
+
+from .conftest import captum_quiet
+
+
+class Wrapper(nn.Module):
+    """The same function as ``net`` behind a custom ``forward``: never stopped early."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class OverridesForward(nn.Sequential):
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+
+def _conv_net(inplace=False):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=inplace),
+        nn.Sequential(nn.Conv2d(4, 6, 3), nn.ReLU(inplace=inplace)),
+        nn.Flatten(), nn.Linear(6 * 6 * 6, 5),
+    ).eval()
+
+
+def test_runs_once_truth_table():
+    net = _conv_net()
+    assert runs_once(net, net[0]) and runs_once(net, net[2]) and runs_once(net, net[2][0])
+    assert runs_once(net, net[4])
+    assert not runs_once(Wrapper(net), net[0])            # custom forward on the chain
+    assert not runs_once(OverridesForward(*net), net[0])  # Sequential with its own forward
+    relu = nn.ReLU()
+    shared = nn.Sequential(nn.Linear(3, 3), relu, nn.Linear(3, 3), relu)
+    assert not runs_once(shared, relu)                    # one module called twice
+    assert runs_once(shared, shared[0])
+    lin = nn.Linear(3, 3)
+    nested = nn.Sequential(lin, nn.Sequential(nn.ReLU(), lin))
+    assert not runs_once(nested, lin)                     # reused inside a child
+    assert not runs_once(net, nn.Linear(2, 2))            # not a submodule
+    assert not runs_once(lambda x: net(x), net[0])        # not a module
+    handle = net[2].register_forward_hook(lambda *a: None)
+    try:
+        assert not runs_once(net, net[2][0])              # a hook on the chain may run code
+        assert runs_once(net, net[0])
+    finally:
+        handle.remove()
+
+
+def _tail_calls(net, call):
+    calls = []
+    handle = net[4].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = call()
+    finally:
+        handle.remove()
+    return out, len(calls)
+
+
+GEN = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+
+METHODS = {
+    "neuron_gradient": lambda f, layer, x, s, **k: fnattr.neuron_gradient(f, layer, x, s, **k),
+    "neuron_guided_backprop": lambda f, layer, x, s, **k: fnattr.neuron_guided_backprop(
+        f, layer, x, s, **k),
+    "neuron_deconvolution": lambda f, layer, x, s, **k: fnattr.neuron_deconvolution(
+        f, layer, x, s, **k),
+    "neuron_integrated_gradients": lambda f, layer, x, s, **k:
+        fnattr.neuron_integrated_gradients(f, layer, x, s, n_steps=4, **k),
+    "neuron_gradient_shap": lambda f, layer, x, s, **k: fnattr.neuron_gradient_shap(
+        f, layer, x, s, torch.zeros(2, 3, 8, 8), n_samples=3, stdevs=0.1,
+        generator=GEN(), **k),
+}
+
+
+@pytest.mark.parametrize("to_input", [False, True])
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("selector", [(1, 2, 2), [(0, 0, 0), (5, 3, 1)], "all"])
+@pytest.mark.parametrize("name", list(METHODS))
+def test_stopped_forward_equals_the_whole_forward(name, selector, inplace, to_input):
+    net = _conv_net(inplace)
+    layer = net[2][0] if to_input else net[2]    # inputs of conv2 / outputs of block
+    if to_input and selector == (1, 2, 2):
+        selector = (1, 4, 4)
+    if to_input and isinstance(selector, list):
+        selector = [(0, 0, 0), (3, 7, 1)]
+    x = torch.randn(2, 3, 8, 8)
+    method = METHODS[name]
+    kw = {"attribute_to_neuron_input": True} if to_input else {}
+    stopped, tail = _tail_calls(net, lambda: method(net, layer, x, selector, **kw))
+    whole, tail_whole = _tail_calls(net, lambda: method(Wrapper(net), layer, x, selector, **kw))
+    assert (tail, tail_whole) == (0, 1)
+    torch.testing.assert_close(stopped, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_stopped_forward_equals_captum():
+    from captum.attr import NeuronGradient
+
+    net = _conv_net(inplace=True)
+    x = torch.randn(3, 3, 8, 8)
+    with captum_quiet():
+        ref = NeuronGradient(net, net[2]).attribute(x, (4, 1, 3))
+    got, tail = _tail_calls(net, lambda: fnattr.neuron_gradient(net, net[2], x, (4, 1, 3)))
+    assert tail == 0
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_reused_layer_runs_the_whole_forward_and_reads_the_last_call():
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Linear(3, 4), relu, nn.Linear(4, 4), relu, nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    got = fnattr.neuron_gradient(net, relu, x, 1)
+    xx = x.clone().requires_grad_()
+    h = torch.relu(net[2](torch.relu(net[0](xx))))       # the second (last) call
+    (ref,) = torch.autograd.grad(h[:, 1].sum(), xx)
+    torch.testing.assert_close(got, ref)
+
+
+def test_early_stop_leaves_no_hooks_and_no_flags():
+    net = _conv_net()
+    x = torch.randn(2, 3, 8, 8)
+    before = [(m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in net.modules()]
+    flags = [p.requires_grad for p in net.parameters()]
+    fnattr.neuron_gradient(net, net[2], x, (0, 1, 1))
+    fnattr.neuron_gradient(net, net[2][0], x, (0, 1, 1), attribute_to_neuron_input=True)
+    after = [(m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in net.modules()]
+    assert [tuple(map(len, b)) for b in before] == [tuple(map(len, a)) for a in after]
+    assert flags == [p.requires_grad for p in net.parameters()] and not x.requires_grad
