@@ -88,20 +88,44 @@ def _rule_class(name: str, backward: Callable, with_jvp: bool) -> type:
     return type(name, (torch.autograd.Function,), body)
 
 
+def _plain_forward(ctx: Any, x: Tensor) -> Tensor:
+    out = x.clamp(min=0)
+    _setup_context(ctx, (x,), out)
+    return out
+
+
+def _plain_class(name: str, backward: Callable) -> type:
+    """The same rule as an old-style Function (``forward(ctx, x)``): about 2x
+    cheaper per ``apply`` in plain eager mode, where torch otherwise binds the
+    new style's arguments with ``inspect.signature`` on every call. It has no
+    vmap rule, so it is used only when no ``torch.func`` transform is active."""
+    return type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(_plain_forward),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(_jvp),
+        "__doc__": f"ReLU with the {name} backward rule, old-style (plain eager mode).",
+    })
+
+
 GuidedReLU = _rule_class("GuidedReLU", _guided_backward, with_jvp=True)
 DeconvReLU = _rule_class("DeconvReLU", _deconv_backward, with_jvp=True)
-# name -> (eager rule, rule for torch.compile). Dynamo cannot trace a custom
-# ``jvp`` ("Unsupported custom jvp"): while compiling, the same rules without
-# forward mode are used.
+# name -> (rule under torch.func transforms, rule for torch.compile, rule in
+# plain eager mode). Dynamo cannot trace a custom ``jvp`` ("Unsupported custom
+# jvp"): while compiling, the same rules without forward mode are used.
 _CLASSES = {
-    "guided": (GuidedReLU, _rule_class("GuidedReLU", _guided_backward, with_jvp=False)),
-    "deconv": (DeconvReLU, _rule_class("DeconvReLU", _deconv_backward, with_jvp=False)),
+    "guided": (GuidedReLU, _rule_class("GuidedReLU", _guided_backward, with_jvp=False),
+               _plain_class("GuidedReLU", _guided_backward)),
+    "deconv": (DeconvReLU, _rule_class("DeconvReLU", _deconv_backward, with_jvp=False),
+               _plain_class("DeconvReLU", _deconv_backward)),
 }
+_peek = torch._C._functorch.peek_interpreter_stack
 
 
 def _apply(name: str, x: Tensor) -> Tensor:
-    eager, compiled = _CLASSES[name]
-    return (compiled if torch.compiler.is_compiling() else eager).apply(x)
+    transformed, compiled, plain = _CLASSES[name]
+    if torch.compiler.is_compiling():
+        return compiled.apply(x)
+    return (plain if _peek() is None else transformed).apply(x)
 
 
 def guided_relu(x: Tensor) -> Tensor:
@@ -117,8 +141,11 @@ def deconv_relu(x: Tensor) -> Tensor:
     return _apply("deconv", x)
 
 
-_OUT_OF_PLACE = frozenset({F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default})
-_IN_PLACE = frozenset({F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default})
+# every ReLU spelling the mode reaches -> whether it is in place
+_RELUS = {
+    **dict.fromkeys((F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default), False),
+    **dict.fromkeys((F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default), True),
+}
 _RULES = {guided_relu: "guided", deconv_relu: "deconv"}
 
 
@@ -128,14 +155,14 @@ class _ReluRuleMode(TorchFunctionMode):
         self.rule = rule
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _OUT_OF_PLACE or func in _IN_PLACE:
-            x = args[0]
-            out = _apply(self.rule, x)
-            if func in _IN_PLACE or kwargs.get("inplace", False):
-                return x.copy_(out)
-            return out
-        return func(*args, **kwargs)
+        inplace = _RELUS.get(func)
+        if inplace is None:  # every other op of the forward: as fast a path as possible
+            return func(*args, **kwargs) if kwargs else func(*args)
+        x = args[0]
+        out = _apply(self.rule, x)
+        if inplace or (kwargs and kwargs.get("inplace", False)):
+            return x.copy_(out)
+        return out
 
 
 def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_relu) -> Callable:

@@ -694,3 +694,27 @@ def test_compile_guided_backprop_fullgraph():
     torch.testing.assert_close(compiled(x2), fnattr.guided_backprop(model, x2, target=1),
                                rtol=1e-5, atol=1e-6)
     assert _stack_len() == 0
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_plain_mode_rules_match_the_transform_rules(rule):
+    # Outside torch.func transforms the rules run as old-style Functions (cheaper
+    # per call); they must agree with the new-style ones in every mode of AD.
+    f, _ = RULES[rule]
+    x, g = _xg(3)
+    xr = x.clone().requires_grad_()
+    out = f(xr)
+    from fnattr._rules import _CLASSES
+
+    plain_cls = _CLASSES["guided" if rule == "guided" else "deconv"][2]
+    assert type(out.grad_fn)._forward_cls is plain_cls
+    (plain,) = torch.autograd.grad(out, xr, g)
+    (transformed,) = vjp(f, x)[1](g)
+    assert torch.equal(plain, transformed)
+    assert torch.equal(plain, RULES[rule][1](x, g))
+    import torch.autograd.forward_ad as fwAD
+
+    t = torch.randn_like(x)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(f(fwAD.make_dual(x, t))).tangent
+    assert torch.equal(tangent, t * (x > 0))

@@ -53,6 +53,7 @@ class Snapshot:
         self.params = {name: (p.detach().clone(), p.requires_grad, p._version,
                               None if p.grad is None else p.grad.clone())
                        for name, p in model.named_parameters()}
+        self.param_objects = dict(model.named_parameters())
         self.buffers = {name: b.clone() for name, b in model.named_buffers()}
         self.xs = [(x.detach().clone(), x.requires_grad, x._version,
                     None if x.grad is None else x.grad.clone()) for x in inputs]
@@ -67,7 +68,9 @@ class Snapshot:
         for h in GLOBAL_HOOKS:
             assert dict(getattr(module_globals, h)) == self.global_hooks[h], h
         assert {n: m.training for n, m in model.named_modules()} == self.training
+        assert dict(model.named_parameters()).keys() == self.param_objects.keys()
         for name, p in model.named_parameters():
+            assert p is self.param_objects[name], name  # the same Parameter objects
             value, rg, version, grad = self.params[name]
             assert torch.equal(p.detach(), value), name
             assert p.requires_grad == rg, name
@@ -385,3 +388,21 @@ def test_layer_by_dotted_name_equals_module(name):
                 fnattr.internal_influence(model, layer, x, target=1, n_steps=2), atol=0, rtol=0)
     assert_same(compat.NeuronGradient(model, layer).attribute(x, sel),
                 fnattr.neuron_gradient(model, name, x, sel), atol=0, rtol=0)
+
+
+def test_tied_and_shared_parameters_are_restored():
+    torch.manual_seed(0)
+    emb = nn.Linear(4, 4)
+    model = nn.Sequential(emb, nn.Tanh(), nn.Linear(4, 4), nn.Tanh())
+    model[2].weight = emb.weight          # tied: one Parameter in two modules
+    model.append(emb)                     # and one module used twice
+    x = torch.randn(3, 4)
+    snap = Snapshot(model, (x,))
+    got = fnattr.gradient(model, x, target=1)
+    xx = x.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(model(xx)[:, 1].sum(), xx)
+    torch.testing.assert_close(got, ref)
+    fnattr.guided_backprop(model, x, target=0)
+    fnattr.neuron_gradient(model, model[1], x, 2)
+    snap.check()
+    assert model[2].weight is emb.weight
