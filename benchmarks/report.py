@@ -295,12 +295,17 @@ def render(results: dict) -> str:
     if many:
         out += ["", "## Many neurons: `neuron_gradient` for K neurons", "",
                 "One-pass = `fnattr.neuron_gradient(model, layer, x, [sel_1, ..., sel_K], "
-                "chunk_size=c)` (one shared forward, batched backwards `c` rows at a time). "
-                "`auto` = the largest power of two keeping `c` x (bytes of all activations "
-                f"between input and layer) under {results['settings']['chunk_budget'] // 2**20}"
-                " MiB (`benchmarks.run.auto_chunk`). Floors: a shared forward then a loop of K "
+                "chunk_size=c)` (one shared forward, backwards `c` rows at a time: batched "
+                "with `is_grads_batched`, or plain backwards when `c` is 1). `default` = "
+                "`chunk_size=None`: fnattr picks the largest power of two such that `c` "
+                "copies of the activations the forward saves fit a per-device budget "
+                "(`fnattr._engine._auto_chunk`; 4 MiB on CPU), shown with the `c` it picked. "
+                "Floors: a shared forward then a loop of K "
                 "`autograd.grad(retain_graph=True)` (`floor loop`), or batched one-hot "
-                "backwards (`is_grads_batched`); `x best floor` divides by the faster one.", "",
+                "backwards (`is_grads_batched`, chunk from `benchmarks.run.auto_chunk`: "
+                f"activations between input and layer under "
+                f"{results['settings']['chunk_budget'] // 2**20} MiB, at least 4); "
+                "`x best floor` divides by the faster one.", "",
                 "| model | K | candidate | median ms | min ms | rounds ms | x best floor | "
                 "Captum loop / this | this / fnattr loop | peak MiB | check |",
                 "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -367,6 +367,21 @@ def auto_chunk(spec: ModelSpec, k: int, budget: int = CHUNK_BUDGET) -> int:
     return int(min(k, max(CHUNK_MIN, c)))
 
 
+def fnattr_chunk(spec: ModelSpec, k: int) -> int:
+    """The ``chunk_size`` fnattr's default (``None``) picks for K neurons of this
+    model (``fnattr._engine._auto_chunk``, from the bytes the forward saves)."""
+    import fnattr._engine as engine
+
+    picked: list[int] = []
+    real = engine._auto_chunk
+    engine._auto_chunk = lambda *a: picked.append(real(*a)) or picked[-1]
+    try:
+        fnattr.neuron_gradient(spec.model, spec.layer, spec.inputs, spec.neurons(k))
+    finally:
+        engine._auto_chunk = real
+    return picked[0] if picked else k
+
+
 def many_block(spec: ModelSpec, fl: Floor, k: int, args: argparse.Namespace,
                device: torch.device, compile_it: bool) -> dict:
     from captum.attr import NeuronGradient
@@ -376,8 +391,8 @@ def many_block(spec: ModelSpec, fl: Floor, k: int, args: argparse.Namespace,
     neurons = spec.neurons(k)
     auto = auto_chunk(spec, k)
     cap = NeuronGradient(m, layer)
-    norm = lambda c: None if c is None or c >= k else c
-    chunks = list(dict.fromkeys([None, norm(auto)] + [norm(c) for c in args.chunks]))
+    chosen = fnattr_chunk(spec, k)
+    chunks = list(dict.fromkeys([None, k] + [c for c in args.chunks if c < k]))
     cands = [
         Cand("floor loop", lambda: fl.neuron_gradient_many(x, neurons, 1)),
         Cand(f"floor batched (chunk {auto})", lambda: fl.neuron_gradient_many(x, neurons, auto)),
@@ -385,8 +400,8 @@ def many_block(spec: ModelSpec, fl: Floor, k: int, args: argparse.Namespace,
              lambda: torch.stack([fnattr.neuron_gradient(m, layer, x, n) for n in neurons])),
     ]
     for c in chunks:
-        label = "all" if c is None else str(c)
-        name = f"fnattr one-pass (chunk {label}{', auto' if c == norm(auto) else ''})"
+        name = (f"fnattr one-pass (default: chunk {chosen}, auto)" if c is None
+                else f"fnattr one-pass (chunk {'all' if c == k else c})")
         cands.append(Cand(name, (lambda c=c: fnattr.neuron_gradient(
             m, layer, x, neurons, chunk_size=c))))
     if compile_it:
@@ -420,7 +435,7 @@ def many_block(spec: ModelSpec, fl: Floor, k: int, args: argparse.Namespace,
             if c.ok:
                 c.mem_mb = peak_memory_mb(c.fn, device)
     return {"kind": "many", "method": "neuron_gradient", "model": spec.key, "k": k,
-            "auto_chunk": auto, "cands": [c.summary() for c in cands]}
+            "auto_chunk": chosen, "floor_chunk": auto, "cands": [c.summary() for c in cands]}
 
 
 # --------------------------------------------------------------------------- RSS cross-check
