@@ -42,11 +42,14 @@ def transforms_active() -> bool:
 def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     """Returns ``forward_func`` as a pure function of its inputs.
 
-    For an ``nn.Module`` the result calls it through
-    ``torch.func.functional_call`` with its parameters passed explicitly:
-    detached copies by default, so that no graph is recorded for parameters
-    (less memory and time when only input or layer gradients are wanted), or
-    the live parameters with ``detach=False`` (attributions that stay
+    For an ``nn.Module`` the result calls it with detached parameters by
+    default, so that no graph is recorded for them (less memory and time when
+    only input or layer gradients are wanted): through
+    ``torch.func.functional_call`` under ``torch.func`` transforms and
+    ``torch.compile``, and in plain eager mode by swapping detached aliases
+    into the modules for the duration of the call (the same swap, with less
+    bookkeeping; restored when the call returns or raises). With
+    ``detach=False`` the live parameters are used (attributions that stay
     differentiable with respect to the parameters). Any other callable is
     returned unchanged. ``DataParallel`` wrappers are unwrapped.
 
@@ -232,8 +235,9 @@ class _Tap:
             self.value = tuple(t.clone() for t in tensors)
         if self.read is not None:
             # Read a copy: a later in-place op (ReLU(inplace=True)) must not
-            # change what the reader saved for backward.
-            seen = tuple(t.clone() for t in tensors)
+            # change what the reader saved for backward. When the forward stops
+            # here no later op runs, and the value itself is read.
+            seen = tensors if self.stop else tuple(t.clone() for t in tensors)
             self.read_out = self.read(seen if len(seen) > 1 else seen[0])
         if self.stop:
             raise _StopForward

@@ -325,7 +325,7 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
 
 def take(t: Tensor, index: tuple) -> Tensor:
     """``t[:, *index]``. Tensor indices (0-d, as ``fnattr.compile`` passes them)
-    become one ``index_select`` on a linear index, so a compiled graph does not
+    become one advanced-indexing read on a linear index, so a compiled graph does not
     specialize on their values."""
     if not any(isinstance(i, Tensor) for i in index) or any(isinstance(i, slice) for i in index):
         return t[(slice(None), *index)]

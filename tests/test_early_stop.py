@@ -148,3 +148,18 @@ def test_early_stop_leaves_no_hooks_and_no_flags():
     after = [(m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in net.modules()]
     assert [tuple(map(len, b)) for b in before] == [tuple(map(len, a)) for a in after]
     assert flags == [p.requires_grad for p in net.parameters()] and not x.requires_grad
+
+
+@pytest.mark.parametrize("name", ["neuron_gradient", "neuron_integrated_gradients"])
+def test_stop_before_an_inplace_relu_equals_the_whole_forward(name):
+    # conv1's output is rewritten in place by the next ReLU(inplace=True) when the
+    # whole forward runs (the tap reads a copy); a stopped forward never runs it.
+    net = _conv_net(inplace=True)
+    x = torch.randn(2, 3, 8, 8)
+    method = METHODS[name]
+    selectors = [(0, 1, 1), (3, 7, 7), (2, 4, 0)]
+    stopped, tail = _tail_calls(net, lambda: method(net, net[0], x, selectors))
+    whole, tail_whole = _tail_calls(net, lambda: method(Wrapper(net), net[0], x, selectors))
+    assert (tail, tail_whole) == (0, 1)
+    torch.testing.assert_close(stopped, whole, rtol=1e-6, atol=1e-7)
+    assert stopped.abs().sum() > 0
