@@ -9,7 +9,7 @@ from torch._dynamo.utils import counters
 
 import fnattr
 
-from .conftest import MLP
+from .conftest import MLP, ConvNet
 
 pytestmark = pytest.mark.compile
 
@@ -118,3 +118,55 @@ def test_many_compiled_functions_in_one_process(net):
         for method in (fnattr.neuron_gradient, fnattr.neuron_integrated_gradients,
                        fnattr.neuron_guided_backprop):
             fnattr.compile(method, net, layer)(x, (1,))
+
+
+def _conv_calls():
+    base = torch.zeros(3, 3, 8, 8)
+    return {
+        "neuron_gradient": (fnattr.neuron_gradient, True, lambda f, x, i: f(x, (i, 1, 2))),
+        "internal_influence": (fnattr.internal_influence, True,
+                               lambda f, x, i: f(x, target=i, n_steps=4)),
+        "gradient_shap": (fnattr.gradient_shap, False,
+                          lambda f, x, i: f(x, base, n_samples=3, stdevs=0.2, target=i,
+                                            generator=GEN())),
+        "neuron_gradient_shap": (fnattr.neuron_gradient_shap, True,
+                                 lambda f, x, i: f(x, (i, 0, 1), base, n_samples=3,
+                                                   generator=GEN())),
+        "guided_backprop": (fnattr.guided_backprop, False, lambda f, x, i: f(x, target=i)),
+        "deconvolution": (fnattr.deconvolution, False, lambda f, x, i: f(x, target=i)),
+    }
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_conv_net_fullgraph_no_breaks_no_recompile_for_new_index(name):
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    net = ConvNet().eval()
+    method, has_layer, call = _conv_calls()[name]
+    layer = net.conv2 if has_layer else None
+    compiled = fnattr.compile(method, net, layer)
+    eager = (lambda *a, **k: method(net, layer, *a, **k)) if has_layer else \
+        (lambda *a, **k: method(net, *a, **k))
+    x = torch.randn(4, 3, 8, 8)
+    for index in (1, 3):  # a new target / neuron index each call
+        torch.testing.assert_close(call(compiled, x, index), call(eager, x, index),
+                                   rtol=1e-5, atol=1e-6)
+    assert _breaks() == 0
+    assert _graphs() == 1, "a new target or neuron index must not recompile"
+
+
+def test_sequential_model_compiles_like_eager_early_stop():
+    # Eager stops nn.Sequential forwards at the layer; compiled code traces the
+    # whole forward (inductor drops the unused tail): same numbers, one graph.
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(inplace=True),
+                              torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    compiled = fnattr.compile(fnattr.neuron_gradient, net, net[1])
+    x = torch.randn(5, 6)
+    for sel in ((2,), (5,), [(1,), (7,)]):
+        torch.testing.assert_close(compiled(x, sel), fnattr.neuron_gradient(net, net[1], x, sel),
+                                   rtol=1e-5, atol=1e-6)
+    assert _breaks() == 0
