@@ -134,13 +134,10 @@ def compile(
         co_name=f"fnattr_{method.__name__}_{next(_COUNTER)}")
     compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
 
-    sig = inspect.signature(method)
-    n_bound = 2 if needs_layer else 1
+    bind = _binder(method, 2 if needs_layer else 1)
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        bound_args = sig.bind(*((None,) * n_bound), *args, **kwargs)
-        bound_args.apply_defaults()
-        a = dict(bound_args.arguments)
+        a = bind(args, kwargs)
         if "target" in a:
             a["target"] = _target_as_tensors(a["target"])
         if "neuron_selector" in a:
@@ -150,13 +147,43 @@ def compile(
         with _engine.slots([layer] if needs_layer else []):
             if core is not None:
                 return compiled(*_draw_outside(method, a))
-            del a["forward_func" if "forward_func" in a else "model"]
-            a.pop("layer", None)
             return compiled(**a)
 
     call.__name__ = f"compiled_{method.__name__}"
     call.__doc__ = method.__doc__
     return call
+
+
+def _binder(method: Callable, n_bound: int) -> Callable[[tuple, dict], dict]:
+    """``inspect.Signature.bind`` + ``apply_defaults`` for ``method`` with its
+    first ``n_bound`` parameters taken, precomputed once (binding through
+    ``inspect`` costs ~15 us per call, a tenth of a compiled call on an MLP).
+    Returns every remaining parameter by name; raises ``TypeError`` like Python."""
+    params = list(inspect.signature(method).parameters.values())
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD][n_bound:]
+    named = {p.name for p in params[n_bound:]}
+    defaults = {p.name: p.default for p in params[n_bound:] if p.default is not p.empty}
+    required = [p.name for p in params[n_bound:] if p.default is p.empty]
+    name = method.__name__
+
+    def bind(args: tuple, kwargs: dict) -> dict:
+        if len(args) > len(positional):
+            raise TypeError(f"compiled {name}() takes {len(positional)} positional "
+                            f"arguments but {len(args)} were given")
+        a = dict(defaults)
+        a.update(zip(positional, args))
+        for key, value in kwargs.items():
+            if key not in named:
+                raise TypeError(f"compiled {name}() got an unexpected keyword argument {key!r}")
+            if key in positional[:len(args)]:
+                raise TypeError(f"compiled {name}() got multiple values for argument {key!r}")
+            a[key] = value
+        missing = [r for r in required if r not in a]
+        if missing:
+            raise TypeError(f"compiled {name}() missing required argument(s): {missing}")
+        return a
+
+    return bind
 
 
 def _draw_outside(method: Callable, a: dict) -> tuple:

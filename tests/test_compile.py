@@ -170,3 +170,19 @@ def test_sequential_model_compiles_like_eager_early_stop():
         torch.testing.assert_close(compiled(x, sel), fnattr.neuron_gradient(net, net[1], x, sel),
                                    rtol=1e-5, atol=1e-6)
     assert _breaks() == 0
+
+
+def test_compiled_call_binds_arguments_like_python(net):
+    compiled = fnattr.compile(fnattr.internal_influence, net, net.fc1)
+    x = torch.randn(3, 6)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_step'"):
+        compiled(x, n_step=4)
+    with pytest.raises(TypeError, match="multiple values for argument 'target'"):
+        compiled(x, None, 1, target=1)
+    with pytest.raises(TypeError, match="positional"):
+        compiled(x, *([None] * 12))
+    with pytest.raises(TypeError, match="missing required argument"):
+        compiled()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'layer'"):
+        compiled(x, layer=net.fc2)
+    assert _graphs() == 0  # nothing was compiled for the bad calls
