@@ -225,7 +225,8 @@ def render(results: dict) -> str:
         "floor` and `x Captum` are ratios of medians, `x floor (min)` of minimums (the "
         "least disturbed call, useful on a loaded machine). "
         "Compile time = the first call of the compiled function, on-disk compile caches "
-        "disabled, after inductor's one-time process start-up "
+        "(FX graph, AOT autograd) disabled and a fresh inductor cache directory, "
+        "after inductor's one-time process start-up "
         + (f"({info['startup_compile_s']:.1f} s, not counted)." if info.get('startup_compile_s')
            else "(not measured: no compile)."),
         f"- Checks, before timing: every candidate vs Captum, `max|a - b| <= {settings['tol']:g} "

@@ -580,9 +580,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def _cold_compile_setup() -> float:
     """Disables the on-disk compile caches (compile times are cold) and warms
     inductor's one-time process start-up on a trivial function; returns that time."""
+    import tempfile
+
     import torch._functorch.config as fconfig
     import torch._inductor.config as iconfig
 
+    # A fresh inductor cache directory: compiled C++ kernels from earlier runs
+    # (kept under /tmp/torchinductor_<user> by default) would make "cold" warm.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="fnattr-bench-inductor-")
     iconfig.fx_graph_cache = False
     fconfig.enable_autograd_cache = False
     t0 = time.perf_counter()
