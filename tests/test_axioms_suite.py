@@ -137,9 +137,18 @@ def test_layer_conductance_layer_completeness(models):
     @SUITE
     @given(fst.attribution_problems(models))
     def check(p):
-        cond = ax.from_fnattr(fnattr.layer_conductance, layer=p.layer, n_steps=256)
-        ax.assert_layer_completeness(cond, p.model, p.inputs, p.baselines, p.target,
-                                     **conductance_tol(p.case))
+        def at(n_steps):
+            cond = ax.from_fnattr(fnattr.layer_conductance, layer=p.layer, n_steps=n_steps)
+            ax.assert_layer_completeness(cond, p.model, p.inputs, p.baselines, p.target,
+                                         **conductance_tol(p.case))
+
+        try:
+            at(256)
+        except AssertionError:
+            # A steep unit (large weights into tanh) moves the layer value in a few
+            # steps, and the step sum's O(1/n_steps) error can exceed the tolerance;
+            # the sum must then converge: 8x the steps has ~1/8 of the error.
+            at(2048)
 
     check()
 
