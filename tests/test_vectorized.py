@@ -84,14 +84,20 @@ def _neuron_methods(net, base):
     }
 
 
+# Int-only selectors take the one-gather fast path (fnattr._normalize.select_neurons);
+# a slice sends the whole list through the per-selector path.
+INT_SELECTORS = [(0, 1, 1), (-1, 0, 2), (5, -2, 3), (2, 3, 3), (0, 1, 1)]
+
+
+@pytest.mark.parametrize("selectors", [SELECTORS, INT_SELECTORS], ids=["with_slice", "ints"])
 @pytest.mark.parametrize("chunk_size", [None, 1, 3])
 @pytest.mark.parametrize("name", list(_neuron_methods(None, None)))
-def test_neuron_list_equals_a_loop(setup, name, chunk_size):
+def test_neuron_list_equals_a_loop(setup, name, chunk_size, selectors):
     net, x, base = setup
     method = _neuron_methods(net, base)[name]
-    many = method(x, SELECTORS, chunk_size=chunk_size)
-    assert many.shape == (len(SELECTORS), *x.shape)
-    for k, s in enumerate(SELECTORS):
+    many = method(x, selectors, chunk_size=chunk_size)
+    assert many.shape == (len(selectors), *x.shape)
+    for k, s in enumerate(selectors):
         torch.testing.assert_close(many[k], method(x, s), rtol=1e-5, atol=1e-6)
 
 
@@ -128,22 +134,6 @@ def test_each_is_validated():
         fnattr.gradient(net, torch.randn(4, 3), target=fnattr.each([fnattr.each([0])]))
     with pytest.raises(ValueError, match="neuron_selector"):
         fnattr.neuron_gradient(net, net, torch.randn(4, 3), "every")
-
-
-# Int-only selectors take the one-gather fast path (fnattr._normalize.select_neurons).
-INT_SELECTORS = [(0, 1, 1), (-1, 0, 2), (5, -2, 3), (2, 3, 3), (0, 1, 1)]
-
-
-@pytest.mark.parametrize("chunk_size", [None, 1, 2, 5])
-@pytest.mark.parametrize("name", ["neuron_gradient", "neuron_guided_backprop",
-                                  "neuron_gradient_shap"])
-def test_int_selector_list_equals_a_loop(setup, name, chunk_size):
-    net, x, base = setup
-    method = _neuron_methods(net, base)[name]
-    many = method(x, INT_SELECTORS, chunk_size=chunk_size)
-    assert many.shape == (len(INT_SELECTORS), *x.shape)
-    for k, s in enumerate(INT_SELECTORS):
-        torch.testing.assert_close(many[k], method(x, s), rtol=1e-5, atol=1e-6)
 
 
 def test_int_selector_list_on_a_flat_layer():
