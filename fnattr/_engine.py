@@ -381,7 +381,10 @@ def gradients(
 
     The ``K`` rows share one forward; their backward passes are vectorized
     (``is_grads_batched`` / ``vmap`` over one-hot cotangents) in chunks of
-    ``chunk_size`` rows (all at once when ``None``). With ``return_value``
+    ``chunk_size`` rows. ``None``: in eager mode, for objectives marked
+    ``stacked`` (fnattr's neuron and target objectives), the largest power of
+    two whose copies of the saved activations fit a per-device budget
+    (:func:`_auto_chunk`); otherwise all K at once. With ``return_value``
     the layer's value is returned too: ``(grads, value)``.
     """
     if not transforms_active():

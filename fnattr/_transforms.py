@@ -185,7 +185,10 @@ def input_gradients(
         layer: the layer whose value the objective reads, if any.
         attribute_to_layer_input: read the layer's input instead of its output.
         create_graph: keep the result differentiable.
-        chunk_size: memory bound on the vectorized backward over K.
+        chunk_size: rows per vectorized backward over K (``None``: chosen from
+            the bytes the forward saves for fnattr's objectives, see
+            ``fnattr._engine._auto_chunk``; all K for your own objectives
+            unless you set ``objective.stacked = True``).
 
     Returns:
         A tuple of gradients shaped like ``inputs`` (with a leading ``K``).
