@@ -20,6 +20,7 @@ Two execution modes give the same numbers:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
@@ -63,37 +64,26 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     >>> f = functional(model)   # f(x) == model(x), no parameter graph
     """
     ruled = getattr(forward_func, "__fnattr_rule__", None)
+    rule = None
     if ruled is not None:  # functionalize the model inside a ReLU rule
         from ._rules import with_rule
 
-        inner, rule = ruled
-        under_rule = with_rule(functional(inner, detach=detach), rule)
-        model = N.unwrap_parallel(inner)
-        if not detach or not isinstance(model, nn.Module) or isinstance(
-                model, torch.jit.ScriptModule):
-            return under_rule
-        ruled_model = with_rule(model, rule)
-
-        def call_ruled(*args: Any) -> Any:
-            if transforms_active():
-                return under_rule(*args)
-            # swap the parameters outside the rule's mode: no mode dispatch for it
-            with _detached_parameters(model):
-                return ruled_model(*args)
-
-        return call_ruled
+        forward_func, rule = ruled
+        if hasattr(forward_func, "__fnattr_rule__"):  # nested rules: the inner one wins
+            return with_rule(functional(forward_func, detach=detach), rule)
     model = N.unwrap_parallel(forward_func)
-    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
-        return model  # TorchScript has no stateless call: run it as it is
-    if not detach:
-        return model
+    run = model if rule is None else with_rule(model, rule)
+    if (not detach or not isinstance(model, nn.Module)
+            or isinstance(model, torch.jit.ScriptModule)):
+        return run  # live parameters, a plain callable, or TorchScript (no stateless call)
 
     def call(*args: Any) -> Any:
         if transforms_active():
             params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-            return functional_call(model, params, args) if params else model(*args)
-        with _detached_parameters(model):
-            return model(*args)
+            stateless = (lambda *a: functional_call(model, params, a)) if params else model
+            return (stateless if rule is None else with_rule(stateless, rule))(*args)
+        with _detached_parameters(model):  # swapped outside the rule's mode: no dispatch
+            return run(*args)
 
     return call
 
@@ -451,9 +441,8 @@ def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
         counter = None
         if chunk_size is None and getattr(objective, "stacked", False):
             counter = _SavedBytes()
-            with torch.autograd.graph.saved_tensors_hooks(counter.pack, _unpack):
-                out = forward_at(forward_func, xs, args, layer, tap)
-        else:
+        with (torch.autograd.graph.saved_tensors_hooks(counter.pack, _unpack)
+              if counter is not None else contextlib.nullcontext()):
             out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         wrt = tap.created if wrt_layer else xs

@@ -405,6 +405,16 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
             )
         value = value[0]
     index = selector if isinstance(selector, tuple) else (selector,)
+    has_slice = _check_neuron_index(selector, index, value)
+    selected = take(value, index)
+    if has_slice:
+        selected = selected.reshape(selected.shape[0], -1).sum(1)
+    return selected
+
+
+def _check_neuron_index(selector: Any, index: tuple, value: Tensor) -> bool:
+    """Validates an int/slice ``index`` into ``value``'s per-example dims (all of
+    them unless it has a slice); returns whether it has a slice."""
     has_slice = any(isinstance(i, slice) for i in index)
     rank = value.dim() - 1
     if len(index) > rank or (not has_slice and len(index) != rank):
@@ -413,10 +423,7 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
             f"the layer value (shape {tuple(value.shape)}), or use slices"
         )
     _check_index_bounds(index, value.shape[1:], "neuron_selector")
-    selected = take(value, index)
-    if has_slice:
-        selected = selected.reshape(selected.shape[0], -1).sum(1)
-    return selected
+    return has_slice
 
 
 def _is_index(i: Any) -> bool:
@@ -440,15 +447,9 @@ def select_neurons(value: TensorOrTuple, selectors: Sequence[Any]) -> Tensor | N
     indices = [s if isinstance(s, tuple) else (s,) for s in selectors]
     if not all(all(_is_index(i) for i in index) for index in indices):
         return None
-    rank = value.dim() - 1
     sizes = value.shape[1:]
     for selector, index in zip(selectors, indices):
-        if len(index) != rank:
-            raise ValueError(
-                f"`neuron_selector` {selector!r} must index all {rank} non-batch dims of "
-                f"the layer value (shape {tuple(value.shape)}), or use slices"
-            )
-        _check_index_bounds(index, sizes, "neuron_selector")
+        _check_neuron_index(selector, index, value)
     if any(isinstance(i, Tensor) for index in indices for i in index):
         linear = torch.stack([_linear_index(index, sizes, value.device) for index in indices])
     else:

@@ -718,3 +718,16 @@ def test_plain_mode_rules_match_the_transform_rules(rule):
     with fwAD.dual_level():
         tangent = fwAD.unpack_dual(f(fwAD.make_dual(x, t))).tangent
     assert torch.equal(tangent, t * (x > 0))
+
+
+def test_nested_rules_the_inner_one_wins_in_every_mode():
+    # with_rule(with_rule(m, guided), deconv): the inner mode handles each ReLU
+    torch.manual_seed(0)
+    model = MLP().to(DT).eval()
+    x = torch.randn(5, 6, dtype=DT)
+    nested = fnattr.with_rule(fnattr.with_rule(model, fnattr.guided_relu), fnattr.deconv_relu)
+    expected = fnattr.guided_backprop(model, x, target=1)
+    torch.testing.assert_close(fnattr.gradient(nested, x, target=1), expected)
+    per_example = vmap(lambda xi: fnattr.gradient(nested, xi[None], target=1)[0])(x)
+    torch.testing.assert_close(per_example, expected)
+    assert not torch.allclose(expected, fnattr.deconvolution(model, x, target=1))
