@@ -36,21 +36,12 @@ import torch
 from torch import nn
 
 from . import _engine, _methods as M, _normalize as N
+from ._catalog import lookup
 from ._transforms import quadrature
 
 __all__ = ["compile"]
 
-_LAYER_METHODS = {
-    M.neuron_gradient, M.internal_influence, M.neuron_gradient_shap,
-    M.neuron_guided_backprop, M.neuron_deconvolution, M.neuron_integrated_gradients,
-    M.layer_conductance,
-}
-_INPUT_METHODS = {
-    M.gradient, M.gradient_shap, M.guided_backprop, M.deconvolution,
-    M.integrated_gradients,
-}
 _COUNTER = itertools.count()
-_SAMPLED = {M.gradient_shap: M._gradient_shap, M.neuron_gradient_shap: M._neuron_gradient_shap}
 
 
 def _selector_as_tensors(selector: Any) -> Any:
@@ -109,10 +100,11 @@ def compile(
     >>> attr = ii(x, target=3, n_steps=50)          # compiles
     >>> attr = ii(x, target=5, n_steps=50)          # reuses the graph
     """
-    if method not in _LAYER_METHODS and method not in _INPUT_METHODS:
+    entry = lookup(method)
+    if entry is None:
         raise ValueError(f"`method` must be one of fnattr's attribution methods, got {method!r}")
     N.check_forward_func(forward_func)
-    needs_layer = method in _LAYER_METHODS
+    needs_layer = entry.needs_layer
     if needs_layer:
         if layer is None:
             raise ValueError(f"`layer` is required to compile {method.__name__}")
@@ -120,7 +112,7 @@ def compile(
     elif layer is not None:
         raise ValueError(f"`layer` is not an argument of {method.__name__}")
 
-    core = _SAMPLED.get(method)
+    core = entry.core
     if core is None:
         bound = (lambda *a, **k: method(forward_func, layer, *a, **k)) if needs_layer \
             else (lambda *a, **k: method(forward_func, *a, **k))
@@ -146,7 +138,7 @@ def compile(
             quadrature(a["method"], a["n_steps"] + (method is M.layer_conductance))
         with _engine.slots([layer] if needs_layer else []):
             if core is not None:
-                return compiled(*_draw_outside(method, a))
+                return compiled(*_draw_outside(entry, a))
             return compiled(**a)
 
     call.__name__ = f"compiled_{method.__name__}"
@@ -186,11 +178,10 @@ def _binder(method: Callable, n_bound: int) -> Callable[[tuple, dict], dict]:
     return bind
 
 
-def _draw_outside(method: Callable, a: dict) -> tuple:
+def _draw_outside(entry: Any, a: dict) -> tuple:
     """Draws a sampled method's paths eagerly; returns its deterministic core's arguments."""
-    xs, was_tuple, paths = M._shap_paths(a["inputs"], a["baselines"], a["n_samples"],
-                                         a["stdevs"], a["generator"])
-    if method is M.gradient_shap:
+    xs, was_tuple, paths = entry.draw(a)
+    if not entry.needs_layer:
         return (xs, was_tuple, paths, a["target"], a["additional_forward_args"],
                 a["return_convergence_delta"], a["multiply_by_inputs"], a["create_graph"],
                 a["internal_batch_size"])

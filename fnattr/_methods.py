@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _normalize as N
+from ._catalog import register
 from ._engine import transforms_active
 from ._rules import deconv_relu, guided_relu, with_rule
 from ._transforms import (
@@ -695,3 +696,27 @@ def _batch(internal_batch_size: Any) -> int | None:
     if internal_batch_size is None:
         return None
     return N.check_positive_int(internal_batch_size, "internal_batch_size")
+
+
+# The catalog: every method above, declared once (see fnattr._catalog).
+def _shap_draw(a: dict) -> tuple:
+    """Draws a gradient SHAP method's paths from its bound arguments."""
+    return _shap_paths(a["inputs"], a["baselines"], a["n_samples"], a["stdevs"], a["generator"])
+
+
+register(gradient, "inputs", compat="Saliency")
+register(integrated_gradients, "inputs", path="quadrature", delta=True,
+         compat="IntegratedGradients")
+register(gradient_shap, "inputs", path="sampled", delta=True, compat="GradientShap",
+         draw=_shap_draw, core=_gradient_shap)
+register(guided_backprop, "inputs", rule="guided", compat="GuidedBackprop")
+register(deconvolution, "inputs", rule="deconv", compat="Deconvolution")
+register(internal_influence, "layer", path="quadrature", compat="InternalInfluence")
+register(layer_conductance, "layer", path="quadrature", delta=True, compat="LayerConductance")
+register(neuron_gradient, "neuron", compat="NeuronGradient")
+register(neuron_integrated_gradients, "neuron", path="quadrature",
+         compat="NeuronIntegratedGradients")
+register(neuron_gradient_shap, "neuron", path="sampled", compat="NeuronGradientShap",
+         draw=_shap_draw, core=_neuron_gradient_shap)
+register(neuron_guided_backprop, "neuron", rule="guided", compat="NeuronGuidedBackprop")
+register(neuron_deconvolution, "neuron", rule="deconv", compat="NeuronDeconvolution")
