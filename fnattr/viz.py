@@ -183,8 +183,7 @@ def heatmap(
     Example:
         >>> fig = heatmap(torch.randn(3, 8, 8), torch.rand(8, 8), sign="absolute", neuron=(4,))
     """
-    if sign not in _SIGNS:
-        raise ValueError(f"sign must be one of {', '.join(map(repr, _SIGNS))}; got {sign!r}")
+    _check_sign(sign)
     if isinstance(alpha, bool) or not isinstance(alpha, Real):
         raise TypeError(f"alpha must be a number in [0, 1], got {type(alpha).__name__}")
     if not 0.0 <= alpha <= 1.0:
@@ -224,6 +223,12 @@ def heatmap(
     if colorbar:
         ax.figure.colorbar(mappable, ax=ax)
     return ax.figure
+
+
+def _check_sign(sign: Any) -> str:
+    if sign not in _SIGNS:
+        raise ValueError(f"sign must be one of {', '.join(map(repr, _SIGNS))}; got {sign!r}")
+    return sign
 
 
 def _check_vmax(vmax: Any) -> float:
@@ -384,10 +389,7 @@ def _size(image: Any) -> tuple[int, int]:
 
 def _row_scale(row: Any, columns: int, heatmap_kwargs: dict) -> float:
     """The largest magnitude a row shows (after ``sign``'s transform): its shared ``vmax``."""
-    sign = heatmap_kwargs.get("sign", "all")
-    if sign not in _SIGNS:
-        raise ValueError(f"sign must be one of {', '.join(map(repr, _SIGNS))}; got {sign!r}")
-    transform = _SIGNS[sign][1]
+    transform = _SIGNS[_check_sign(heatmap_kwargs.get("sign", "all"))][1]
     return max(np.abs(transform(_attribution_map(row[j]))).max() for j in range(columns)) or 1.0
 
 
