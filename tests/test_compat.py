@@ -321,3 +321,25 @@ def test_noise_tunnel_errors_name_the_argument(call, error, name):
     model, x, _ = _setup("mlp")
     with pytest.raises(error, match=f"`{name}`"):
         call(model, x)
+
+
+@pytest.mark.parametrize("batch", [None, 2])
+def test_functional_noise_tunnel_matches_captum_with_replayed_noise(monkeypatch, batch):
+    model, x, args = _setup("multi")
+    kw = dict(target=[2, 0, 1], additional_forward_args=args, n_steps=5,
+              return_convergence_delta=True)
+    nt = dict(nt_type="smoothgrad_sq", nt_samples=5, nt_samples_batch_size=batch,
+              stdevs=(0.3, 0.1))
+    with monkeypatch.context() as m, quiet():
+        rec = Recorder(m)
+        expected, captum_delta = C.NoiseTunnel(C.IntegratedGradients(model)).attribute(
+            x, **nt, **kw)
+    _replay(monkeypatch, rec, x, 5, batch)
+    got, delta = fnattr.noise_tunnel(functools.partial(fnattr.integrated_gradients, model), x,
+                                     **nt, **kw)
+    assert_same(got, expected, atol=1e-5)
+    # fnattr's deltas are example-major whatever the chunking; Captum's are per chunk
+    chunks = [(0, 2), (2, 4), (4, 5)] if batch else [(0, 5)]
+    per_example = delta.reshape(3, 5)
+    assert_same(torch.cat([per_example[:, a:b].reshape(-1) for a, b in chunks]), captum_delta,
+                atol=1e-5)
