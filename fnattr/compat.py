@@ -70,9 +70,9 @@ class _Shell:
     _has_delta = False
     _multiply_by_inputs = False
 
-    def __init__(self, forward_func: Callable) -> None:
+    def __init__(self, forward_func: Callable, name: str = "forward_func") -> None:
         if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+            raise TypeError(f"`{name}` must be callable, got {type(forward_func).__name__}")
         self.forward_func = forward_func
 
     @classmethod
@@ -137,7 +137,7 @@ def _shell(compat_name: str) -> type:
         a = init_sig.bind(self, *args, **kwargs)
         a.apply_defaults()
         values = dict(a.arguments)
-        _Shell.__init__(self, values[ctor[0].name])
+        _Shell.__init__(self, values[ctor[0].name], ctor[0].name)
         if entry.rule:
             self.model = self.forward_func
         if entry.needs_layer:

@@ -316,6 +316,9 @@ def test_generator_reaches_a_sampled_inner_method():
     (lambda m, x: fnattr.noise_tunnel(functools.partial(fnattr.gradient, m), x,
                                       target=fnattr.each([0, 1])), ValueError, "target"),
     (lambda m, x: compat.NoiseTunnel(m), TypeError, "attribution_method"),
+    (lambda m, x: compat.GuidedBackprop("m"), TypeError, "model"),
+    (lambda m, x: compat.NeuronDeconvolution(None, m.fc1), TypeError, "model"),
+    (lambda m, x: compat.LayerConductance(None, m.fc1), TypeError, "forward_func"),
 ])
 def test_noise_tunnel_errors_name_the_argument(call, error, name):
     model, x, _ = _setup("mlp")
