@@ -23,6 +23,7 @@ from ._methods import (
     neuron_guided_backprop,
     neuron_integrated_gradients,
 )
+from ._noise import noise_tunnel
 from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
@@ -62,6 +63,7 @@ __all__ = [
     "neuron_guided_backprop",
     "neuron_integrated_gradients",
     "neuron_objective",
+    "noise_tunnel",
     "path_average",
     "quadrature",
     "sample_paths",

@@ -734,7 +734,8 @@ def _demo(args: argparse.Namespace) -> int:
           f"methods total: {total:.2f} s")
 
     titles = [f"y={int(l)} pred={int(p)}" for l, p in zip(labels[: x.shape[0]], pred)]
-    row_titles = [textwrap.fill(name.replace("_", " "), 14) for name in rows]
+    row_titles = [textwrap.fill(name.replace("_", " "), 14)
+                  + (f"\nneuron {neuron}" if name.startswith("neuron_") else "") for name in rows]
     figure = viz.grid(rows, images=x, titles=titles, row_titles=row_titles, sign="all")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1083,20 +1084,21 @@ def _figure(attributions: Any, x: Any, args: argparse.Namespace, layer_method: b
     import fnattr
     from fnattr import viz
 
-    show = attributions[:8]
-    images = x[: show.shape[0]]
+    show, images = attributions, x
     title = args.method + (f" ({args.layer})" if layer_method else "")
+    shown = dict(titles=titles[: show.shape[0]], max_examples=8,
+                 neuron=tuple(args.neuron) if getattr(args, "neuron", None) else None)
     try:
         if show.dim() == 4:
             if layer_method and show.shape[-2:] != images.shape[-2:] and images.dim() == 4:
                 show = fnattr.interpolate(show, tuple(images.shape[-2:]))
             under = images if images.dim() == 4 and images.shape[1] in (1, 3) \
                 and images.shape[-2:] == show.shape[-2:] else None
-            figure = viz.grid([show], images=under, titles=titles[: show.shape[0]])
+            figure = viz.grid([show], images=under, **shown)
             figure.suptitle(title)
             return figure
         if show.dim() == 3:
-            figure = viz.grid([show], titles=titles[: show.shape[0]])
+            figure = viz.grid([show], **shown)
             figure.suptitle(title)
             return figure
         if show.dim() == 2:

@@ -399,3 +399,15 @@ def test_existing_output_is_kept_on_failure(tmp_path, files, capsys):
     assert code == 2
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attr.pt"]
+
+
+def test_explain_figure_says_how_many_examples_it_shows_and_names_the_neuron():
+    import argparse
+
+    args = argparse.Namespace(method="neuron_gradient", layer="features.2", neuron=[0, 3, 3])
+    attributions, x = torch.randn(10, 1, 8, 8), torch.rand(10, 1, 8, 8)
+    titles = [f"#{i}" for i in range(10)]
+    figure = cli._figure(attributions, x, args, True, titles, explicit=True)
+    heatmaps = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert len(heatmaps) == 8 and figure.get_supxlabel() == "showing 8 of 10 examples"
+    assert heatmaps[0].get_ylabel() == "neuron (0, 3, 3)"

@@ -63,6 +63,20 @@ def fraction(pixels: np.ndarray, kind: str) -> float:
     return masks[kind].mean()
 
 
+def colorbar_axes(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def heatmap_axes(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def clim(ax) -> tuple[float, float]:
+    """The color range of the heatmap drawn on ``ax`` (its last image)."""
+    norm = ax.images[-1].norm
+    return norm.vmin, norm.vmax
+
+
 def test_hot_pixels_are_where_the_attribution_is():
     fig = viz.heatmap(quadrant_attribution(top_right=3.0), colorbar=False)
     hot = {name: fraction(pixels, "hot") for name, pixels in axes_quadrants(fig).items()}
@@ -72,7 +86,8 @@ def test_hot_pixels_are_where_the_attribution_is():
 
 def test_hot_pixels_survive_blending_over_an_image():
     image = torch.rand(1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    fig = viz.heatmap(quadrant_attribution(bottom_left=1.0), image, alpha=0.6, colorbar=False)
+    fig = viz.heatmap(quadrant_attribution(bottom_left=1.0), image, alpha=0.6, colorbar=False,
+                      image_mode="overlay")
     hot = {name: fraction(pixels, "hot") for name, pixels in axes_quadrants(fig).items()}
     assert hot["bottom_left"] > 0.95
     assert all(hot[name] == 0.0 for name in QUADRANTS if name != "bottom_left")
@@ -146,18 +161,20 @@ def test_grid_layout_and_titles():
         images=torch.rand(4, 1, SIZE, SIZE),
         titles=["0", "1", "2", "3"],
     )
-    assert len(fig.axes) == 8
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["0", "1", "2", "3"]
-    assert [ax.get_title() for ax in fig.axes[4:]] == [""] * 4
-    assert fig.axes[0].get_ylabel() == "gradient"
-    assert fig.axes[4].get_ylabel() == "gradient x input"
+    assert len(heatmap_axes(fig)) == 8 and len(colorbar_axes(fig)) == 2  # one per row
+    axes = heatmap_axes(fig)
+    assert [ax.get_title() for ax in axes[:4]] == ["0", "1", "2", "3"]
+    assert [ax.get_title() for ax in axes[4:]] == [""] * 4
+    assert axes[0].get_ylabel() == "gradient"
+    assert axes[4].get_ylabel() == "gradient x input"
 
 
 def test_grid_accepts_a_single_batch_and_forwards_heatmap_options():
     batch = torch.randn(3, SIZE, SIZE)
-    fig = viz.grid(batch, row_titles=["saliency"], sign="absolute", colorbar=True)
-    assert len(fig.axes) == 6  # 3 heatmaps and their colorbars
+    fig = viz.grid(batch, row_titles=["saliency"], sign="absolute", colorbar=False)
+    assert len(fig.axes) == 3 and not colorbar_axes(fig)
     assert fig.axes[0].get_ylabel() == "saliency"
+    assert fig.axes[0].images[-1].norm.vmin == 0.0  # sign="absolute" reached the cells
 
 
 def test_bar_orders_and_colors_features():
@@ -252,5 +269,98 @@ PAIR = torch.randn(2, SIZE, SIZE)
     ],
 )
 def test_bad_arguments_raise_errors_naming_them(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+# ------------------------------------------------ scales, colorbars, images, neurons
+
+
+def test_heatmap_has_a_colorbar_with_a_symmetric_range():
+    fig = viz.heatmap(quadrant_attribution(top_left=2.0, bottom_right=-0.5))
+    (bar,) = colorbar_axes(fig)
+    assert clim(heatmap_axes(fig)[0]) == (-2.0, 2.0)
+    assert bar.get_ylim() == pytest.approx((-2.0, 2.0))
+    assert clim(viz.heatmap(GOOD, vmax=7.0, colorbar=False).axes[0]) == (-7.0, 7.0)
+
+
+def test_grid_shares_one_symmetric_scale_per_row():
+    weak, strong = torch.randn(3, SIZE, SIZE), 10 * torch.randn(3, SIZE, SIZE)
+    strong[1, 0, 0] = 100.0
+    fig = viz.grid({"weak": weak, "strong": strong})
+    axes = heatmap_axes(fig)
+    ranges = [clim(ax) for ax in axes]
+    assert ranges[:3] == [ranges[0]] * 3 and ranges[3:] == [ranges[3]] * 3
+    assert ranges[0] == (-weak.abs().max().item(), weak.abs().max().item())
+    assert ranges[3] == (-100.0, 100.0)
+    bars = colorbar_axes(fig)
+    assert len(bars) == 2 and bars[1].get_ylim() == pytest.approx((-100.0, 100.0))
+
+
+def test_grid_scale_per_panel():
+    batch = torch.stack([quadrant_attribution(top_left=v) for v in (1.0, -3.0)])
+    fig = viz.grid(batch, scale="panel")
+    assert [clim(ax) for ax in heatmap_axes(fig)] == [(-1.0, 1.0), (-3.0, 3.0)]
+    assert len(colorbar_axes(fig)) == 2
+
+
+def test_truncated_grid_says_how_many_examples_it_shows():
+    fig = viz.grid({"a": torch.randn(10, SIZE, SIZE)}, images=torch.rand(10, SIZE, SIZE),
+                   titles=[str(i) for i in range(10)], max_examples=4)
+    axes = heatmap_axes(fig)
+    assert len(axes) == 4 and [ax.get_title() for ax in axes] == ["0", "1", "2", "3"]
+    assert fig.get_supxlabel() == "showing 4 of 10 examples"
+    assert viz.grid(torch.randn(3, SIZE, SIZE), max_examples=5).get_supxlabel() == ""
+
+
+def test_neuron_heatmaps_name_the_neuron():
+    assert viz.heatmap(GOOD, neuron=(0, 3, 3)).axes[0].get_title() == "neuron (0, 3, 3)"
+    fig = viz.heatmap(GOOD, title="neuron gradient", neuron=[4])
+    assert fig.axes[0].get_title() == "neuron gradient\nneuron (4,)"
+    fig = viz.grid({"neuron gradient": PAIR}, neuron=2)
+    assert heatmap_axes(fig)[0].get_ylabel() == "neuron gradient\nneuron 2"
+
+
+def test_outline_keeps_the_heatmap_opaque_and_the_image_readable():
+    image = torch.zeros(SIZE, SIZE)
+    image[4:12, 4:12] = 1.0  # a square: its outline is a contour
+    fig = viz.heatmap(quadrant_attribution(top_right=3.0), image, colorbar=False)
+    ax = fig.axes[0]
+    assert len(ax.images) == 1 and ax.images[0].get_alpha() == 1.0  # no blended gray layer
+    (contours,) = [c for c in ax.collections]
+    assert len(contours.allsegs) == 1 and len(contours.allsegs[0]) == 1  # one closed outline
+    hot = {name: fraction(pixels, "hot") for name, pixels in axes_quadrants(fig).items()}
+    assert hot["top_right"] > 0.8 and hot["bottom_left"] == 0.0
+
+
+def test_side_panel_shows_the_image_beside_the_heatmap():
+    image = torch.rand(SIZE, SIZE)
+    fig = viz.heatmap(GOOD, image, image_mode="side")
+    left, right = heatmap_axes(fig)
+    assert left.images[0].get_cmap().name == "gray" and right.images[0].get_alpha() == 1.0
+    np.testing.assert_allclose(left.images[0].get_array(),
+                               (image - image.min()) / (image.max() - image.min()))
+    fig = viz.grid({"a": PAIR, "b": PAIR}, images=torch.rand(2, SIZE, SIZE),
+                   titles=["x", "y"], image_mode="side")
+    axes = heatmap_axes(fig)
+    assert len(axes) == 6 and axes[0].get_ylabel() == "input"
+    assert [ax.get_title() for ax in axes[:2]] == ["x", "y"]
+    assert all(not ax.collections for ax in axes[2:])  # no outline under the side panel
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda: viz.heatmap(GOOD, image_mode="blend"), ValueError, "image_mode"),
+        (lambda: viz.heatmap(GOOD, GOOD, image_mode="side", ax=Figure().add_subplot()),
+         ValueError, "image_mode"),
+        (lambda: viz.heatmap(GOOD, vmax=0.0), ValueError, "vmax"),
+        (lambda: viz.heatmap(GOOD, vmax="1"), TypeError, "vmax"),
+        (lambda: viz.grid(PAIR, scale="column"), ValueError, "scale"),
+        (lambda: viz.grid(PAIR, max_examples=0), ValueError, "max_examples"),
+        (lambda: viz.grid(PAIR, vmax=1.0), TypeError, "vmax"),
+    ],
+)
+def test_new_bad_arguments_raise_errors_naming_them(call, error, name):
     with pytest.raises(error, match=name):
         call()
