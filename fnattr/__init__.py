@@ -5,7 +5,7 @@ here; see the README for the composable core.
 """
 
 from ._compile import compile
-from ._engine import functional, transforms_active
+from ._functional import functional, transforms_active, with_rule
 from ._normalize import each
 from ._methods import (
     convergence_delta,
@@ -24,16 +24,14 @@ from ._methods import (
     neuron_integrated_gradients,
 )
 from ._noise import noise_tunnel
-from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu, with_rule
+from ._objectives import neuron_objective, target_objective, targets_objective
+from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu
 from ._transforms import (
     input_gradients,
     layer_gradients,
-    neuron_objective,
     path_average,
     quadrature,
     sample_paths,
-    target_objective,
-    targets_objective,
 )
 
 __version__ = "0.1.0"

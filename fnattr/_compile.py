@@ -27,6 +27,8 @@ the graph instead of with ``vmap``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 import itertools
 import numbers
@@ -35,8 +37,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import _engine, _methods as M, _normalize as N
+from . import _methods  # noqa: F401  (fills the catalog)
+from . import _normalize as N
+from ._boundary import binder, draw_paths
 from ._catalog import lookup
+from ._engine import Slots
+from ._functional import functional, with_rule
+from ._rules import deconv_relu, guided_relu
 from ._transforms import quadrature
 
 __all__ = ["compile"]
@@ -103,30 +110,29 @@ def compile(
     entry = lookup(method)
     if entry is None:
         raise ValueError(f"`method` must be one of fnattr's attribution methods, got {method!r}")
-    N.check_forward_func(forward_func)
+    f = functional(forward_func)
     needs_layer = entry.needs_layer
     if needs_layer:
         if layer is None:
             raise ValueError(f"`layer` is required to compile {method.__name__}")
-        layer = N.resolve_layer(forward_func, layer)
+        layer = N.resolve_layer(f.root, layer)
+        f = dataclasses.replace(f, slots=Slots(layer))
     elif layer is not None:
         raise ValueError(f"`layer` is not an argument of {method.__name__}")
+    if entry.rule is not None:
+        f = with_rule(f, guided_relu if entry.rule == "guided" else deconv_relu)
+    ready = {False: f, True: functional(f, detach=False)}  # built outside the graph
 
-    core = entry.core
-    if core is None:
-        bound = (lambda *a, **k: method(forward_func, layer, *a, **k)) if needs_layer \
-            else (lambda *a, **k: method(forward_func, *a, **k))
-    elif needs_layer:
-        bound = lambda *a, **k: core(forward_func, layer, *a, **k)
-    else:
-        bound = lambda *a, **k: core(forward_func, *a, **k)
+    target = entry.core if entry.core is not None else method
+    site = (layer,) if needs_layer else ()
+    bound = lambda *a, **k: target(*a, **k)
     # One code object per compiled function: dynamo's recompile limit counts per
     # code object, and every bound lambda would otherwise share one.
     bound.__code__ = bound.__code__.replace(
         co_name=f"fnattr_{method.__name__}_{next(_COUNTER)}")
     compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
-
-    bind = _binder(method, 2 if needs_layer else 1)
+    bind = binder(method, 2 if needs_layer else 1, "compiled ")
+    core_names = None if entry.core is None else list(inspect.signature(entry.core).parameters)
 
     def call(*args: Any, **kwargs: Any) -> Any:
         a = bind(args, kwargs)
@@ -135,56 +141,14 @@ def compile(
         if "neuron_selector" in a:
             a["neuron_selector"] = _selector_as_tensors(a["neuron_selector"])
         if "n_steps" in a:  # quadrature is computed eagerly (numpy does not trace)
-            quadrature(a["method"], a["n_steps"] + (method is M.layer_conductance))
-        with _engine.slots([layer] if needs_layer else []):
-            if core is not None:
-                return compiled(*_draw_outside(entry, a))
-            return compiled(**a)
+            quadrature(a["method"], a["n_steps"] + (entry.name == "layer_conductance"))
+        fn = ready[bool(a.get("create_graph", False))]
+        if core_names is not None:  # sampled: the draws are made here, eagerly
+            a["paths"] = draw_paths({**a, "forward_func": fn})
+            a = {k: a[k] for k in core_names[1 + len(site):]}
+        with (f.slots if needs_layer else contextlib.nullcontext()):
+            return compiled(fn, *site, **a)
 
     call.__name__ = f"compiled_{method.__name__}"
     call.__doc__ = method.__doc__
     return call
-
-
-def _binder(method: Callable, n_bound: int) -> Callable[[tuple, dict], dict]:
-    """``inspect.Signature.bind`` + ``apply_defaults`` for ``method`` with its
-    first ``n_bound`` parameters taken, precomputed once (binding through
-    ``inspect`` costs ~15 us per call, a tenth of a compiled call on an MLP).
-    Returns every remaining parameter by name; raises ``TypeError`` like Python."""
-    params = list(inspect.signature(method).parameters.values())
-    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD][n_bound:]
-    named = {p.name for p in params[n_bound:]}
-    defaults = {p.name: p.default for p in params[n_bound:] if p.default is not p.empty}
-    required = [p.name for p in params[n_bound:] if p.default is p.empty]
-    name = method.__name__
-
-    def bind(args: tuple, kwargs: dict) -> dict:
-        if len(args) > len(positional):
-            raise TypeError(f"compiled {name}() takes {len(positional)} positional "
-                            f"arguments but {len(args)} were given")
-        a = dict(defaults)
-        a.update(zip(positional, args))
-        for key, value in kwargs.items():
-            if key not in named:
-                raise TypeError(f"compiled {name}() got an unexpected keyword argument {key!r}")
-            if key in positional[:len(args)]:
-                raise TypeError(f"compiled {name}() got multiple values for argument {key!r}")
-            a[key] = value
-        missing = [r for r in required if r not in a]
-        if missing:
-            raise TypeError(f"compiled {name}() missing required argument(s): {missing}")
-        return a
-
-    return bind
-
-
-def _draw_outside(entry: Any, a: dict) -> tuple:
-    """Draws a sampled method's paths eagerly; returns its deterministic core's arguments."""
-    xs, was_tuple, paths = entry.draw(a)
-    if not entry.needs_layer:
-        return (xs, was_tuple, paths, a["target"], a["additional_forward_args"],
-                a["return_convergence_delta"], a["multiply_by_inputs"], a["create_graph"],
-                a["internal_batch_size"])
-    return (xs, was_tuple, paths, a["neuron_selector"], a["additional_forward_args"],
-            a["attribute_to_neuron_input"], a["multiply_by_inputs"], a["create_graph"],
-            a["internal_batch_size"], a["chunk_size"])

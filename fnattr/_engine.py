@@ -21,113 +21,28 @@ Two execution modes give the same numbers:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from . import _normalize as N
+from ._functional import Functional, transforms_active
+from ._objectives import Objective
 
-__all__ = ["functional", "transforms_active", "gradients", "forward_at", "runs_once"]
-
-
-def transforms_active() -> bool:
-    """True inside ``torch.func`` transforms or while ``torch.compile`` traces."""
-    return (
-        torch.compiler.is_compiling()
-        or torch._C._functorch.peek_interpreter_stack() is not None
-    )
+__all__ = ["Site", "INPUTS", "Slots", "gradients", "forward_at", "runs_once"]
 
 
-def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
-    """Returns ``forward_func`` as a pure function of its inputs.
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """Where a gradient is taken or an objective reads: the inputs (``layer=None``)
+    or a layer's output (its input with ``input_side``)."""
 
-    For an ``nn.Module`` the result calls it with detached parameters by
-    default, so that no graph is recorded for them (less memory and time when
-    only input or layer gradients are wanted): through
-    ``torch.func.functional_call`` under ``torch.func`` transforms and
-    ``torch.compile``, and in plain eager mode by swapping detached aliases
-    into the modules for the duration of the call (the same swap, with less
-    bookkeeping; restored when the call returns or raises). With
-    ``detach=False`` the live parameters are used (attributions that stay
-    differentiable with respect to the parameters). Any other callable is
-    returned unchanged. ``DataParallel`` wrappers are unwrapped.
-
-    Args:
-        forward_func: an ``nn.Module`` or any callable.
-        detach: pass detached parameters.
-
-    Returns:
-        A callable with the signature of ``forward_func``.
-
-    >>> f = functional(model)   # f(x) == model(x), no parameter graph
-    """
-    ruled = getattr(forward_func, "__fnattr_rule__", None)
-    rule = None
-    if ruled is not None:  # functionalize the model inside a ReLU rule
-        from ._rules import with_rule
-
-        forward_func, rule = ruled
-        if hasattr(forward_func, "__fnattr_rule__"):  # nested rules: the inner one wins
-            return with_rule(functional(forward_func, detach=detach), rule)
-    model = N.unwrap_parallel(forward_func)
-    run = model if rule is None else with_rule(model, rule)
-    if (not detach or not isinstance(model, nn.Module)
-            or isinstance(model, torch.jit.ScriptModule)):
-        return run  # live parameters, a plain callable, or TorchScript (no stateless call)
-
-    def call(*args: Any) -> Any:
-        if transforms_active():
-            params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-            stateless = (lambda *a: functional_call(model, params, a)) if params else model
-            return (stateless if rule is None else with_rule(stateless, rule))(*args)
-        with _detached_parameters(model):  # swapped outside the rule's mode: no dispatch
-            return run(*args)
-
-    return call
+    layer: nn.Module | None = None
+    input_side: bool = False
 
 
-class _detached_parameters:
-    """Context manager: every parameter of ``model`` that requires grad is replaced
-    by a detached alias for the duration of the call, and put back on exit (also
-    when the forward raises).
-
-    The same swap ``torch.func.functional_call`` makes (with ``tie_weights=False``:
-    a tied parameter gets one detached alias per slot, which records no graph
-    either), without its name-based bookkeeping: about 30 us less per call on an
-    MLP. Like ``functional_call`` it is not safe against another thread using the
-    same module during the call.
-    """
-
-    __slots__ = ("model", "swapped")
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.swapped: list[tuple[dict, str, Tensor]] = []
-
-    def __enter__(self) -> None:
-        stack, seen = [self.model], set()
-        try:
-            while stack:
-                module = stack.pop()
-                if id(module) in seen:
-                    continue
-                seen.add(id(module))
-                params = module._parameters
-                for name, p in params.items():
-                    if p is not None and p.requires_grad:
-                        self.swapped.append((params, name, p))
-                        params[name] = p.detach()
-                stack.extend(m for m in module._modules.values() if m is not None)
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        for params, name, p in self.swapped:
-            params[name] = p
-        self.swapped.clear()
+INPUTS = Site()
 
 
 class _StopForward(BaseException):
@@ -244,23 +159,26 @@ class _Tap:
         return tensors[0]
 
 
-def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
-               layer: nn.Module | None, tap: _Tap | None) -> Any:
-    """Runs ``forward_func(*inputs, *args)`` with ``tap`` hooked on ``layer``.
+def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
+               tap: _Tap | None) -> Any:
+    """Runs ``f(*inputs, *args)`` with ``tap`` hooked on ``site``'s layer.
 
     The hook is removed when the call returns or raises. Returns the output,
-    or ``None`` when the tap stopped the forward at the layer.
+    or ``None`` when the tap stopped the forward at the layer. While
+    ``torch.compile`` traces, the tap goes into ``f.slots`` (hooks registered
+    outside the compiled region by ``fnattr.compile``).
     """
+    layer = site.layer
     if layer is None or tap is None:
-        return forward_func(*inputs, *args)
+        return f(*inputs, *args)
     if torch.compiler.is_compiling():
-        return _forward_at_slot(forward_func, inputs, args, layer, tap)
-    if tap.input_side:
+        return _forward_at_slot(f, inputs, args, site, tap)
+    if site.input_side:
         handle = layer.register_forward_pre_hook(tap)
     else:
         handle = layer.register_forward_hook(tap)
     try:
-        out = forward_func(*inputs, *args)
+        out = f(*inputs, *args)
     except _StopForward:
         out = None
     finally:
@@ -274,12 +192,7 @@ def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
 
 
 class _Slot:
-    """A hook registered around a compiled call; the traced code sets its ``tap``.
-
-    Registering a hook inside a compiled region breaks the graph, so
-    :func:`fnattr.compile` registers one slot per (layer, side) before each
-    call and removes it after; the compiled code only assigns ``slot.tap``.
-    """
+    """A hook registered around a compiled call; the traced code sets its ``tap``."""
 
     def __init__(self) -> None:
         self.tap: _Tap | None = None
@@ -288,44 +201,45 @@ class _Slot:
         return None if self.tap is None else self.tap(module, args, output)
 
 
-# (id(layer), input_side) -> slot, for the calls in flight
-_SLOTS: dict[tuple[int, bool], _Slot] = {}
+class Slots:
+    """The slot hooks of one layer (both sides) for the calls of one compiled function.
 
+    Registering a hook inside a compiled region breaks the graph, so
+    :func:`fnattr.compile` makes one ``Slots`` value, carries it in the
+    :class:`Functional` it passes to the method (``f.slots``), and registers
+    the hooks around each call (``with slots:``); the compiled code only
+    points the slot at its tap.
+    """
 
-class slots:
-    """Context manager: slot hooks on ``layers`` (both sides) for a compiled call."""
-
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
-        self.layers = [l for l in layers if l is not None]
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.by_side = {False: _Slot(), True: _Slot()}
         self.handles: list[Any] = []
 
-    def __enter__(self) -> "slots":
-        for layer in self.layers:
-            for side in (False, True):
-                slot = _SLOTS.setdefault((id(layer), side), _Slot())
-                register = layer.register_forward_pre_hook if side else layer.register_forward_hook
-                self.handles.append(register(slot))
+    def __enter__(self) -> "Slots":
+        self.handles = [self.layer.register_forward_hook(self.by_side[False]),
+                        self.layer.register_forward_pre_hook(self.by_side[True])]
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for handle in self.handles:
             handle.remove()
-        for layer in self.layers:
-            for side in (False, True):
-                _SLOTS.pop((id(layer), side), None)
+        self.handles = []
 
 
-def _forward_at_slot(forward_func, inputs, args, layer, tap):
-    slot = _SLOTS.get((id(layer), tap.input_side))
-    if slot is None:
+def _forward_at_slot(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
+                     tap: _Tap) -> Any:
+    slots = f.slots
+    if slots is None or slots.layer is not site.layer:
         raise RuntimeError(
             "layer taps inside torch.compile need their hooks registered outside the "
             "compiled region: use fnattr.compile(method, model, layer) instead of "
             "torch.compile on a layer method"
         )
+    slot = slots.by_side[site.input_side]
     slot.tap = tap
     try:
-        out = forward_func(*inputs, *args)
+        out = f(*inputs, *args)
     finally:
         slot.tap = None
     return out
@@ -341,58 +255,50 @@ def _batched_eye(k: int, n: int, like: Tensor) -> Tensor:
 
 
 def gradients(
-    forward_func: Callable,
+    f: Functional,
     inputs: Sequence[Tensor],
     args: tuple,
-    objective: Callable[[Any, Any], Tensor],
+    objective: Objective,
+    site: Site = INPUTS,
     *,
-    layer: nn.Module | None = None,
-    input_side: bool = False,
-    wrt_layer: bool = False,
-    read_at_layer: bool = False,
+    wrt_site: bool = False,
     create_graph: bool = False,
     chunk_size: int | None = None,
     return_value: bool = False,
-    model: Any = None,
-) -> tuple[Tensor, ...] | tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Gradient of a per-example objective with respect to the inputs or a layer.
+) -> Any:
+    """Gradient of ``objective`` (summed over examples) at the inputs or at ``site``.
 
-    ``objective(output, layer_value)`` returns ``(N,)`` or ``(K, N)`` values;
-    the result is the gradient of their sum over examples, one per row ``k``,
-    with respect to each input (``wrt_layer=False``) or each tensor of the
-    layer's value (``wrt_layer=True``): tensors shaped like the site, with a
-    leading ``K`` when the objective is ``(K, N)``. With ``read_at_layer``
-    the objective depends on the layer value only and is evaluated inside the
-    hook, on the layer's last call (Captum's rule for reused modules). The rest
-    of the forward is skipped in eager mode only when ``model`` (the module
-    behind ``forward_func``) provably calls the layer once (:func:`runs_once`):
-    how often a model calls a layer can depend on its inputs. Under compile
-    the unused tail is dead code that inductor removes anyway.
+    ``objective.fn(output, layer_value)`` returns ``(K, N)`` values (or
+    ``(N,)`` for a user's callable); the result is the gradient of their sum
+    over examples, one per row ``k``, with respect to each input
+    (``wrt_site=False``) or each tensor of the site's layer value
+    (``wrt_site=True``): tensors shaped like the inputs or the layer value,
+    with the objective's leading ``K``. An objective that ``reads_layer`` is
+    evaluated inside the tap on ``site``, at the layer's last call (Captum's
+    rule for reused modules); the rest of the forward is skipped in eager mode
+    when ``f.root`` provably calls the layer once (:func:`runs_once`). Under
+    compile the unused tail is dead code that inductor removes anyway.
 
     The ``K`` rows share one forward; their backward passes are vectorized
     (``is_grads_batched`` / ``vmap`` over one-hot cotangents) in chunks of
-    ``chunk_size`` rows. ``None``: in eager mode, for objectives marked
-    ``stacked`` (fnattr's neuron and target objectives), the largest power of
-    two whose copies of the saved activations fit a per-device budget
-    (:func:`_auto_chunk`); otherwise all K at once. With ``return_value``
-    the layer's value is returned too: ``(grads, value)``.
+    ``chunk_size`` rows. ``None``: in eager mode, for ``objective.auto_chunk``,
+    the largest power of two whose copies of the saved activations fit a
+    per-device budget (:func:`_auto_chunk`); otherwise all K at once. With
+    ``return_value`` the layer's value is returned too: ``(grads, value)``.
     """
+    read = objective.reads_layer and site.layer is not None
     if not transforms_active():
-        stop = read_at_layer and layer is not None and runs_once(model, layer)
-        grads, value = _plain(forward_func, inputs, args, objective, layer, input_side,
-                              wrt_layer, read_at_layer, create_graph, chunk_size,
-                              return_value, stop)
+        stop = read and runs_once(f.root, site.layer)
+        grads, value = _plain(f, inputs, args, objective, site, read, wrt_site, create_graph,
+                              chunk_size, return_value, stop)
     else:
-        grads, value = _functional(forward_func, inputs, args, objective, layer,
-                                   input_side, wrt_layer, read_at_layer, create_graph,
-                                   chunk_size, return_value)
+        grads, value = _functional(f, inputs, args, objective, site, read, wrt_site,
+                                   create_graph, chunk_size, return_value)
     return (grads, value) if return_value else grads
 
 
-def _read_fn(objective: Callable, read_at_layer: bool) -> Callable | None:
-    if not read_at_layer:
-        return None
-    return lambda value: objective(None, value)
+def _read_fn(objective: Objective, read: bool) -> Callable | None:
+    return (lambda value: objective.fn(None, value)) if read else None
 
 
 # Saved-activation bytes per vectorized backward chunk, by device type (see
@@ -429,23 +335,22 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
     return k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
 
 
-def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-           read_at_layer, create_graph, chunk_size, return_value, stop=False):
+def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
+           return_value, stop):
     with torch.enable_grad():
-        xs = tuple(inputs) if wrt_layer else tuple(_variable(x) for x in inputs)
+        xs = tuple(inputs) if wrt_site else tuple(_variable(x) for x in inputs)
         tap = None
-        if layer is not None:
-            tap = _Tap(input_side, probes="lazy" if wrt_layer else None,
-                       read=_read_fn(objective, read_at_layer), keep=return_value,
-                       stop=stop)
+        if site.layer is not None:
+            tap = _Tap(site.input_side, probes="lazy" if wrt_site else None,
+                       read=_read_fn(objective, read), keep=return_value, stop=stop)
         counter = None
-        if chunk_size is None and getattr(objective, "stacked", False):
+        if chunk_size is None and objective.auto_chunk and objective.k != 1:
             counter = _SavedBytes()
         with (torch.autograd.graph.saved_tensors_hooks(counter.pack, _unpack)
               if counter is not None else contextlib.nullcontext()):
-            out = forward_at(forward_func, xs, args, layer, tap)
-        values = tap.read_out if read_at_layer else objective(out, None)
-        wrt = tap.created if wrt_layer else xs
+            out = forward_at(f, xs, args, site, tap)
+        values = tap.read_out if read else objective.fn(out, None)
+        wrt = tap.created if wrt_site else xs
         if counter is not None and values.dim() == 2:
             chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
         grads = _backward(values, wrt, create_graph, chunk_size)
@@ -461,9 +366,10 @@ def _unpack(t: Tensor) -> Tensor:
 
 def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
               chunk_size: int | None) -> tuple[Tensor, ...]:
-    if values.dim() == 1:
-        return torch.autograd.grad(values.sum(), wrt, create_graph=create_graph,
-                                   allow_unused=True, materialize_grads=True)
+    if values.dim() == 1 or values.shape[0] == 1:  # one row: a plain backward
+        grads = torch.autograd.grad(values.sum(), wrt, create_graph=create_graph,
+                                    allow_unused=True, materialize_grads=True)
+        return grads if values.dim() == 1 else tuple(g.unsqueeze(0) for g in grads)
     k, n = values.shape
     step = k if chunk_size is None else max(1, min(chunk_size, k))
     if step == 1:  # one row at a time: plain backwards, no batching rules
@@ -486,37 +392,39 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
     return tuple(torch.cat(chunks) for chunks in zip(*parts))
 
 
-def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-                read_at_layer, create_graph, chunk_size, return_value):
+def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
+                return_value):
     n_inputs = len(inputs)
     at_call = None
     probes: tuple[Tensor, ...] = ()
-    if wrt_layer:
+    if wrt_site:
         # One discovery forward for the probes' shapes (dead code under compile).
-        scout = _Tap(input_side)
+        scout = _Tap(site.input_side)
         with torch.no_grad():
-            forward_at(forward_func, tuple(inputs), args, layer, scout)
+            forward_at(f, tuple(inputs), args, site, scout)
         at_call = scout.calls - 1
         probes = tuple(torch.zeros(s, dtype=d, device=dev) for s, d, dev in scout.shapes)
+
     def pure(*primals: Tensor) -> Tensor:
-        xs = primals[:n_inputs] if not wrt_layer else tuple(inputs)
+        xs = primals[:n_inputs] if not wrt_site else tuple(inputs)
         tap = None
-        if layer is not None:
-            tap = _Tap(input_side, probes=primals if wrt_layer else None,
-                       read=_read_fn(objective, read_at_layer), at_call=at_call,
-                       keep=return_value)
-        out = forward_at(forward_func, xs, args, layer, tap)
-        values = tap.read_out if read_at_layer else objective(out, None)
+        if site.layer is not None:
+            tap = _Tap(site.input_side, probes=primals if wrt_site else None,
+                       read=_read_fn(objective, read), at_call=at_call, keep=return_value)
+        out = forward_at(f, xs, args, site, tap)
+        values = tap.read_out if read else objective.fn(out, None)
         return values, (tap.value if return_value else ())
 
-    primals = probes if wrt_layer else tuple(inputs)
+    primals = probes if wrt_site else tuple(inputs)
     values, vjp_fn, value = torch.func.vjp(pure, *primals, has_aux=True)
-    if values.dim() == 1:
+    if values.dim() == 1 or values.shape[0] == 1:
         grads = vjp_fn(torch.ones_like(values))
+        if values.dim() == 2:
+            grads = tuple(g.unsqueeze(0) for g in grads)
     else:
         k, n = values.shape
         eye = _batched_eye(k, n, values)
-        if torch.compiler.is_compiling() and hasattr(forward_func, "__fnattr_rule__"):
+        if torch.compiler.is_compiling() and f.rule is not None:
             # vmap over a custom autograd.Function does not compile
             # (pytorch/pytorch#129845): one backward per row instead.
             rows = [vjp_fn(eye[i]) for i in range(k)]

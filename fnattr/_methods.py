@@ -9,7 +9,6 @@ README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 import torch
@@ -17,17 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _normalize as N
-from ._catalog import register
-from ._engine import transforms_active
-from ._rules import deconv_relu, guided_relu, with_rule
+from ._boundary import attribution, boundary, draw_paths
+from ._engine import Site
+from ._functional import functional
+from ._objectives import Objective, target_objective
 from ._transforms import (
-    input_gradients,
-    layer_gradients,
-    neuron_objective,
+    completeness_gap,
     path_average,
     quadrature,
     sample_paths,
-    target_objective,
+    site_gradient,
 )
 
 __all__ = [
@@ -48,6 +46,7 @@ __all__ = [
 ]
 
 
+@attribution("neuron", compat="NeuronGradient")
 def neuron_gradient(
     forward_func: Callable,
     layer: nn.Module | str,
@@ -91,17 +90,12 @@ def neuron_gradient(
     >>> g = neuron_gradient(model, model.fc1, x, neuron_selector=(3,))
     >>> g_many = neuron_gradient(model, "fc1", x, [(i,) for i in range(16)])  # (16, *x.shape)
     """
-    xs, was_tuple = N.as_tuple(inputs)
-    grads = input_gradients(
-        forward_func, xs, neuron_objective(neuron_selector),
-        additional_forward_args=N.format_args(additional_forward_args),
-        layer=N.resolve_layer(forward_func, layer),
-        attribute_to_layer_input=attribute_to_neuron_input,
-        create_graph=create_graph, chunk_size=chunk_size,
-    )
-    return N.restore(grads, was_tuple)
+    site = Site(layer, attribute_to_neuron_input)
+    return site_gradient(forward_func, site, create_graph=create_graph,
+                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
 
 
+@attribution("layer", path="quadrature", compat="InternalInfluence")
 def internal_influence(
     forward_func: Callable,
     layer: nn.Module | str,
@@ -140,28 +134,11 @@ def internal_influence(
 
     >>> attr = internal_influence(model, model.conv2, x, target=3, n_steps=32)
     """
-    xs, _ = N.as_tuple(inputs)
-    bs = N.format_baselines(baselines, xs)
-    N.check_target(target, xs[0].shape[0])
-    alphas, weights = quadrature(method, n_steps)
-    layer = N.resolve_layer(forward_func, layer)
-    internal_batch_size = _batch(internal_batch_size)
-    xs, bs = _constants(xs, create_graph), _constants(bs, create_graph)
-
-    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
-        return layer_gradients(
-            forward_func, layer, points, target_objective(target_rows),
-            additional_forward_args=args_rows,
-            attribute_to_layer_input=attribute_to_layer_input,
-            create_graph=create_graph,
-        )
-
-    attrs = path_average(
-        grad_at, xs, bs, alphas, weights, target=target,
-        additional_forward_args=N.format_args(additional_forward_args),
-        stacked=isinstance(target, N.Each), internal_batch_size=internal_batch_size,
-    )
-    return attrs if len(attrs) > 1 else attrs[0]
+    grad = site_gradient(forward_func, Site(layer, attribute_to_layer_input), wrt_site=True,
+                         create_graph=create_graph)
+    return path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
+                        additional_forward_args=additional_forward_args, stacked=True,
+                        internal_batch_size=internal_batch_size)
 
 
 def convergence_delta(
@@ -201,21 +178,10 @@ def convergence_delta(
             f"({ends[0].shape[0]}), got batch sizes {[a.shape[0] for a in attrs]}"
         )
     starts = N.format_baselines(start_point, ends, name="start_point")
-    starts = tuple(
-        torch.full_like(e, s) if not isinstance(s, Tensor) else s.expand_as(e)
-        for s, e in zip(starts, ends)
-    )
     N.check_target(target, ends[0].shape[0])
-    args = N.format_args(additional_forward_args)
-    with torch.no_grad():
-        f_end = _row_sums(N.select_target(forward_func(*ends, *args), target, False))
-        f_start = _row_sums(N.select_target(forward_func(*starts, *args), target, False))
-        total = sum(_row_sums(a) for a in attrs)
-    return total - (f_end - f_start)
-
-
-def _row_sums(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
+    return completeness_gap(functional(forward_func), tuple(a.unsqueeze(0) for a in attrs),
+                            starts, ends, target_objective(target),
+                            N.format_args(additional_forward_args))[0]
 
 
 def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...],
@@ -240,6 +206,7 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
     return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
 
 
+@attribution("inputs", compat="Saliency")
 def gradient(
     forward_func: Callable,
     inputs: N.TensorOrTuple,
@@ -255,16 +222,11 @@ def gradient(
 
     >>> g = gradient(model, x, target=3)
     """
-    xs, was_tuple = N.as_tuple(inputs)
-    N.check_target(target, xs[0].shape[0])
-    grads = input_gradients(
-        forward_func, xs, target_objective(target),
-        additional_forward_args=N.format_args(additional_forward_args),
-        create_graph=create_graph,
-    )
-    return N.restore(grads, was_tuple)
+    return site_gradient(forward_func, create_graph=create_graph)(
+        inputs, target, additional_forward_args)
 
 
+@attribution("inputs", rule="guided", compat="GuidedBackprop")
 def guided_backprop(
     model: Callable,
     inputs: N.TensorOrTuple,
@@ -285,10 +247,10 @@ def guided_backprop(
 
     >>> attr = guided_backprop(model, x, target=3)
     """
-    return gradient(with_rule(model, guided_relu), inputs, target,
-                    additional_forward_args, create_graph=create_graph)
+    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
 
 
+@attribution("inputs", rule="deconv", compat="Deconvolution")
 def deconvolution(
     model: Callable,
     inputs: N.TensorOrTuple,
@@ -308,10 +270,10 @@ def deconvolution(
 
     >>> attr = deconvolution(model, x, target=3)
     """
-    return gradient(with_rule(model, deconv_relu), inputs, target,
-                    additional_forward_args, create_graph=create_graph)
+    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
 
 
+@attribution("neuron", rule="guided", compat="NeuronGuidedBackprop")
 def neuron_guided_backprop(
     model: Callable,
     layer: nn.Module | str,
@@ -327,11 +289,12 @@ def neuron_guided_backprop(
 
     >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
     """
-    return neuron_gradient(with_rule(model, guided_relu), layer, inputs, neuron_selector,
-                           additional_forward_args, attribute_to_neuron_input,
-                           create_graph=create_graph, chunk_size=chunk_size)
+    site = Site(layer, attribute_to_neuron_input)
+    return site_gradient(model, site, create_graph=create_graph,
+                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
 
 
+@attribution("neuron", rule="deconv", compat="NeuronDeconvolution")
 def neuron_deconvolution(
     model: Callable,
     layer: nn.Module | str,
@@ -347,26 +310,52 @@ def neuron_deconvolution(
 
     >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
     """
-    return neuron_gradient(with_rule(model, deconv_relu), layer, inputs, neuron_selector,
-                           additional_forward_args, attribute_to_neuron_input,
-                           create_graph=create_graph, chunk_size=chunk_size)
+    site = Site(layer, attribute_to_neuron_input)
+    return site_gradient(model, site, create_graph=create_graph,
+                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
 
 
-def _shap_paths(inputs: Any, baselines: Any, n_samples: Any, stdevs: Any,
-                generator: Any) -> tuple:
-    xs, was_tuple = N.as_tuple(inputs)
-    n_samples = N.check_positive_int(n_samples, "n_samples")
-    if callable(baselines) and not isinstance(baselines, Tensor):
-        baselines = baselines(inputs) if inspect.signature(baselines).parameters else baselines()
-    if baselines is None:
-        raise ValueError("`baselines` is required for gradient SHAP (a distribution of reference rows)")
-    bs = N.format_baselines(baselines, xs, distribution=True)
-    sds = N.format_stdevs(stdevs, len(xs))
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
-    return xs, was_tuple, sample_paths(xs, bs, n_samples, sds, generator)
+def _gradient_shap(forward_func: Callable, inputs: tuple, paths: tuple, target: Objective,
+                   additional_forward_args: tuple = (), return_convergence_delta: bool = False,
+                   multiply_by_inputs: bool = True, *, create_graph: bool = False,
+                   internal_batch_size: int | None = None) -> tuple:
+    """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
+    ends, starts, alphas = paths
+    s, n = alphas.shape
+    per_sample = path_average(site_gradient(forward_func, create_graph=create_graph), ends,
+                              starts, alphas, [1.0] * s, target=target,
+                              additional_forward_args=additional_forward_args,
+                              multiply_by_delta=multiply_by_inputs, stacked=True,
+                              internal_batch_size=internal_batch_size, reduce=False)
+    attrs = tuple(p.mean(1) for p in per_sample)
+    if not return_convergence_delta:
+        return attrs, None
+    flat = lambda t, lead: t.transpose(lead, lead + 1).flatten(lead, lead + 1)  # example-major
+    return attrs, completeness_gap(
+        forward_func, tuple(flat(p, 1) for p in per_sample), tuple(flat(t, 0) for t in starts),
+        tuple(flat(t, 0) for t in ends), target.repeat(s),
+        N.repeat_interleave_args(additional_forward_args, s, n))
 
 
+def _neuron_gradient_shap(forward_func: Callable, layer: Any, inputs: tuple, paths: tuple,
+                          neuron_selector: Objective, additional_forward_args: tuple = (),
+                          attribute_to_neuron_input: bool = False,
+                          multiply_by_inputs: bool = True, *, create_graph: bool = False,
+                          internal_batch_size: int | None = None,
+                          chunk_size: int | None = None) -> tuple:
+    """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
+    ends, starts, alphas = paths
+    s = alphas.shape[0]
+    grad = site_gradient(forward_func, Site(layer, attribute_to_neuron_input),
+                         create_graph=create_graph, chunk_size=chunk_size)
+    return path_average(grad, ends, starts, alphas, [1.0 / s] * s, target=neuron_selector,
+                        additional_forward_args=additional_forward_args,
+                        multiply_by_delta=multiply_by_inputs, stacked=True,
+                        internal_batch_size=internal_batch_size)
+
+
+@attribution("inputs", path="sampled", delta=True, compat="GradientShap",
+             draw=draw_paths, core=boundary(_gradient_shap, "inputs", path="sampled", delta=True))
 def gradient_shap(
     forward_func: Callable,
     inputs: N.TensorOrTuple,
@@ -416,49 +405,14 @@ def gradient_shap(
     >>> attr = gradient_shap(model, x, baselines=torch.zeros(8, 3, 32, 32), target=1,
     ...                      n_samples=20, generator=g)
     """
-    xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
-    return _gradient_shap(forward_func, xs, was_tuple, paths, target, additional_forward_args,
-                          return_convergence_delta, multiply_by_inputs, create_graph,
-                          internal_batch_size)
+    paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
+    return _gradient_shap(forward_func, inputs, paths, target, additional_forward_args,
+                          return_convergence_delta, multiply_by_inputs,
+                          create_graph=create_graph, internal_batch_size=internal_batch_size)
 
 
-def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tuple,
-                   target: Any, additional_forward_args: Any, return_convergence_delta: bool,
-                   multiply_by_inputs: bool, create_graph: bool,
-                   internal_batch_size: int | None) -> Any:
-    """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
-    ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
-    alphas = paths[2]
-    n_samples = alphas.shape[0]
-    N.check_target(target, xs[0].shape[0])
-    args = N.format_args(additional_forward_args)
-
-    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
-        return input_gradients(forward_func, points, target_objective(target_rows),
-                               additional_forward_args=args_rows, create_graph=create_graph)
-
-    many = isinstance(target, N.Each)
-    per_sample = path_average(grad_at, ends, starts, alphas, [1.0] * n_samples,
-                              target=target, additional_forward_args=args,
-                              multiply_by_delta=multiply_by_inputs, stacked=many,
-                              internal_batch_size=_batch(internal_batch_size), reduce=False)
-    attrs = N.restore([p.mean(int(many)) for p in per_sample], was_tuple)
-    if not return_convergence_delta:
-        return attrs
-    flat = lambda t: t.transpose(0, 1).reshape(-1, *t.shape[2:])  # example-major rows
-    n = xs[0].shape[0]
-
-    def delta(k: int | None) -> Tensor:
-        t = target if k is None else target.targets[k]
-        return convergence_delta(
-            forward_func, tuple(flat(p if k is None else p[k]) for p in per_sample),
-            tuple(flat(s) for s in starts), tuple(flat(e) for e in ends),
-            target=N.repeat_interleave_target(t, n_samples),
-            additional_forward_args=N.repeat_interleave_args(args, n_samples, n))
-
-    return attrs, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
-
-
+@attribution("neuron", path="sampled", compat="NeuronGradientShap",
+             draw=draw_paths, core=boundary(_neuron_gradient_shap, "neuron", path="sampled"))
 def neuron_gradient_shap(
     forward_func: Callable,
     layer: nn.Module | str,
@@ -484,38 +438,14 @@ def neuron_gradient_shap(
     >>> g = torch.Generator().manual_seed(0)
     >>> attr = neuron_gradient_shap(model, model.fc1, x, (4,), torch.zeros(8, 10), generator=g)
     """
-    xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
-    return _neuron_gradient_shap(forward_func, layer, xs, was_tuple, paths, neuron_selector,
+    paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
+    return _neuron_gradient_shap(forward_func, layer, inputs, paths, neuron_selector,
                                  additional_forward_args, attribute_to_neuron_input,
-                                 multiply_by_inputs, create_graph, internal_batch_size,
-                                 chunk_size)
+                                 multiply_by_inputs, create_graph=create_graph,
+                                 internal_batch_size=internal_batch_size, chunk_size=chunk_size)
 
 
-def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tuple: bool,
-                          paths: tuple, neuron_selector: Any, additional_forward_args: Any,
-                          attribute_to_neuron_input: bool, multiply_by_inputs: bool,
-                          create_graph: bool, internal_batch_size: int | None,
-                          chunk_size: int | None) -> N.TensorOrTuple:
-    """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
-    ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
-    alphas = paths[2]
-    n_samples = alphas.shape[0]
-    _, many = N.format_selectors(neuron_selector)
-    layer = N.resolve_layer(forward_func, layer)
-
-    def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
-        return input_gradients(forward_func, points, neuron_objective(neuron_selector),
-                               additional_forward_args=args_rows, layer=layer,
-                               attribute_to_layer_input=attribute_to_neuron_input,
-                               create_graph=create_graph, chunk_size=chunk_size)
-
-    attrs = path_average(grad_at, ends, starts, alphas, [1.0 / n_samples] * n_samples,
-                         additional_forward_args=N.format_args(additional_forward_args),
-                         multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size))
-    return N.restore(attrs, was_tuple)
-
-
+@attribution("inputs", path="quadrature", delta=True, compat="IntegratedGradients")
 def integrated_gradients(
     forward_func: Callable,
     inputs: N.TensorOrTuple,
@@ -542,31 +472,16 @@ def integrated_gradients(
 
     >>> attr, delta = integrated_gradients(model, x, target=0, return_convergence_delta=True)
     """
-    xs, was_tuple = N.as_tuple(inputs)
-    bs = N.format_baselines(baselines, xs)
-    N.check_target(target, xs[0].shape[0])
-    alphas, weights = quadrature(method, n_steps)
-    args = N.format_args(additional_forward_args)
-    xs, bs = _constants(xs, create_graph), _constants(bs, create_graph)
-
-    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
-        return input_gradients(forward_func, points, target_objective(target_rows),
-                               additional_forward_args=args_rows, create_graph=create_graph)
-
-    many = isinstance(target, N.Each)
-    attrs = path_average(grad_at, xs, bs, alphas, weights, target=target,
-                         additional_forward_args=args, multiply_by_delta=multiply_by_inputs,
-                         stacked=many, internal_batch_size=_batch(internal_batch_size))
-    out = N.restore(attrs, was_tuple)
-    if not return_convergence_delta:
-        return out
-    if many:
-        return out, torch.stack([
-            convergence_delta(forward_func, tuple(a[k] for a in attrs), bs, xs, t, args)
-            for k, t in enumerate(target.targets)])
-    return out, convergence_delta(forward_func, attrs, bs, xs, target, args)
+    grad = site_gradient(forward_func, create_graph=create_graph)
+    attrs = path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
+                         additional_forward_args=additional_forward_args,
+                         multiply_by_delta=multiply_by_inputs, stacked=True,
+                         internal_batch_size=internal_batch_size)
+    return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
+                                    additional_forward_args) if return_convergence_delta else None)
 
 
+@attribution("neuron", path="quadrature", compat="NeuronIntegratedGradients")
 def neuron_integrated_gradients(
     forward_func: Callable,
     layer: nn.Module | str,
@@ -590,26 +505,15 @@ def neuron_integrated_gradients(
 
     >>> attr = neuron_integrated_gradients(model, model.fc1, x, (3,))
     """
-    xs, was_tuple = N.as_tuple(inputs)
-    bs = N.format_baselines(baselines, xs)
-    alphas, weights = quadrature(method, n_steps)
-    layer = N.resolve_layer(forward_func, layer)
-    _, many = N.format_selectors(neuron_selector)
-    xs, bs = _constants(xs, create_graph), _constants(bs, create_graph)
-
-    def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
-        return input_gradients(forward_func, points, neuron_objective(neuron_selector),
-                               additional_forward_args=args_rows, layer=layer,
-                               attribute_to_layer_input=attribute_to_neuron_input,
-                               create_graph=create_graph, chunk_size=chunk_size)
-
-    attrs = path_average(grad_at, xs, bs, alphas, weights,
-                         additional_forward_args=N.format_args(additional_forward_args),
-                         multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size))
-    return N.restore(attrs, was_tuple)
+    grad = site_gradient(forward_func, Site(layer, attribute_to_neuron_input),
+                         create_graph=create_graph, chunk_size=chunk_size)
+    return path_average(grad, inputs, baselines, *quadrature(method, n_steps),
+                        target=neuron_selector, additional_forward_args=additional_forward_args,
+                        multiply_by_delta=multiply_by_inputs, stacked=True,
+                        internal_batch_size=internal_batch_size)
 
 
+@attribution("layer", path="quadrature", delta=True, compat="LayerConductance")
 def layer_conductance(
     forward_func: Callable,
     layer: nn.Module | str,
@@ -637,86 +541,14 @@ def layer_conductance(
 
     >>> attr = layer_conductance(model, model.fc1, x, target=0, method="riemann_trapezoid")
     """
-    xs, _ = N.as_tuple(inputs)
-    bs = N.format_baselines(baselines, xs)
-    N.check_target(target, xs[0].shape[0])
-    alphas, _ = quadrature(method, N.check_positive_int(n_steps, "n_steps") + 1)
-    layer = N.resolve_layer(forward_func, layer)
-    args = N.format_args(additional_forward_args)
-
-    many = isinstance(target, N.Each)
-
-    def grad_and_value(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
-        grads, value = layer_gradients(
-            forward_func, layer, points, target_objective(target_rows),
-            additional_forward_args=args_rows, attribute_to_layer_input=attribute_to_layer_input,
-            create_graph=create_graph, return_value=True)
-        if many:  # the layer value is shared by every target
-            value = tuple(v.expand(len(target), *v.shape) for v in value)
-        return (*grads, *value)
-
-    per_point = path_average(grad_and_value, xs, bs, alphas, [1.0] * len(alphas),
-                             target=target, additional_forward_args=args, stacked=many,
-                             internal_batch_size=_batch(internal_batch_size), reduce=False)
-    half = len(per_point) // 2
-    step = (slice(None),) * int(many)  # the path axis follows the optional K axis
-    attrs = tuple(
-        (g[(*step, slice(None, -1))] * (v[(*step, slice(1, None))] - v[(*step, slice(None, -1))]))
-        .sum(int(many))
-        for g, v in zip(per_point[:half], per_point[half:]))
-    out = attrs if len(attrs) > 1 else attrs[0]
-    if not return_convergence_delta:
-        return out
-    starts = tuple(torch.full_like(x, b) if not isinstance(b, Tensor) else b.expand_as(x)
-                   for x, b in zip(xs, bs))
-
-    def delta(k: int | None) -> Tensor:
-        t = target if k is None else target.targets[k]
-        total = sum(_row_sums(a if k is None else a[k]) for a in attrs)
-        with torch.no_grad():
-            f_end = _row_sums(N.select_target(forward_func(*xs, *args), t, False))
-            f_start = _row_sums(N.select_target(forward_func(*starts, *args), t, False))
-        return total - (f_end - f_start)
-
-    return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
-
-
-def _constants(tensors: tuple, create_graph: bool) -> tuple:
-    """Detached path ends unless the result must stay differentiable.
-
-    Under ``torch.func`` transforms nothing is detached: the transform decides
-    what is differentiated (``torch.func.grad`` always builds the graph).
-    """
-    if create_graph or transforms_active():
-        return tensors
-    return tuple(t.detach() if isinstance(t, Tensor) else t for t in tensors)
-
-
-def _batch(internal_batch_size: Any) -> int | None:
-    if internal_batch_size is None:
-        return None
-    return N.check_positive_int(internal_batch_size, "internal_batch_size")
-
-
-# The catalog: every method above, declared once (see fnattr._catalog).
-def _shap_draw(a: dict) -> tuple:
-    """Draws a gradient SHAP method's paths from its bound arguments."""
-    return _shap_paths(a["inputs"], a["baselines"], a["n_samples"], a["stdevs"], a["generator"])
-
-
-register(gradient, "inputs", compat="Saliency")
-register(integrated_gradients, "inputs", path="quadrature", delta=True,
-         compat="IntegratedGradients")
-register(gradient_shap, "inputs", path="sampled", delta=True, compat="GradientShap",
-         draw=_shap_draw, core=_gradient_shap)
-register(guided_backprop, "inputs", rule="guided", compat="GuidedBackprop")
-register(deconvolution, "inputs", rule="deconv", compat="Deconvolution")
-register(internal_influence, "layer", path="quadrature", compat="InternalInfluence")
-register(layer_conductance, "layer", path="quadrature", delta=True, compat="LayerConductance")
-register(neuron_gradient, "neuron", compat="NeuronGradient")
-register(neuron_integrated_gradients, "neuron", path="quadrature",
-         compat="NeuronIntegratedGradients")
-register(neuron_gradient_shap, "neuron", path="sampled", compat="NeuronGradientShap",
-         draw=_shap_draw, core=_neuron_gradient_shap)
-register(neuron_guided_backprop, "neuron", rule="guided", compat="NeuronGuidedBackprop")
-register(neuron_deconvolution, "neuron", rule="deconv", compat="NeuronDeconvolution")
+    alphas, _ = quadrature(method, n_steps + 1)
+    grad = site_gradient(forward_func, Site(layer, attribute_to_layer_input), wrt_site=True,
+                         create_graph=create_graph, return_value=True)
+    per_point = path_average(grad, inputs, baselines, alphas, [1.0] * len(alphas), target=target,
+                             additional_forward_args=additional_forward_args, stacked=True,
+                             internal_batch_size=internal_batch_size, reduce=False)
+    half = len(per_point) // 2  # (K, steps, N, ...) gradients, then the layer values
+    attrs = tuple((g[:, :-1] * (v[:, 1:] - v[:, :-1])).sum(1)
+                  for g, v in zip(per_point[:half], per_point[half:]))
+    return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
+                                    additional_forward_args) if return_convergence_delta else None)

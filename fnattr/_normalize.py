@@ -472,8 +472,9 @@ def _linear_index(index: tuple, sizes: Sequence[int], device: torch.device) -> T
     return linear
 
 
-def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Module:
-    """A layer is an ``nn.Module`` or a dotted name of a submodule of the model."""
+def resolve_layer(root: Any, layer: Any, name: str = "layer") -> nn.Module:
+    """A layer is an ``nn.Module`` or a dotted name of a submodule of ``root`` (the
+    model behind the forward function, ``Functional.root``)."""
     if isinstance(layer, torch.jit.ScriptModule):
         raise TypeError(
             f"`{name}` is a TorchScript module, which cannot be hooked: pass the eager "
@@ -482,7 +483,7 @@ def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Modu
     if isinstance(layer, nn.Module):
         return layer
     if isinstance(layer, str):
-        root = unwrap_parallel(forward_func)
+        root = unwrap_parallel(root)
         if isinstance(root, torch.jit.ScriptModule):
             raise TypeError(
                 f"`{name}` {layer!r} names a submodule of a TorchScript model, which "
@@ -503,11 +504,7 @@ def resolve_layer(forward_func: Any, layer: Any, name: str = "layer") -> nn.Modu
 
 def unwrap_parallel(model: Any) -> Any:
     """The model behind a forward function: ``DataParallel`` and
-    ``DistributedDataParallel`` run their ``.module`` here (one device), and a
-    function made by ``with_rule`` is seen through to its model."""
-    ruled = getattr(model, "__fnattr_rule__", None)
-    if ruled is not None:
-        return unwrap_parallel(ruled[0])
+    ``DistributedDataParallel`` run their ``.module`` here (one device)."""
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         return model.module
     return model

@@ -9,7 +9,7 @@ A rule keeps ReLU's forward and replaces its backward:
   the positive part of the incoming gradient whatever the input's sign,
   ``g -> relu(g)``.
 
-:func:`with_rule` returns a new function that runs the original with every
+:func:`fnattr.with_rule` (in :mod:`fnattr._functional`) returns a new function that runs the original with every
 ReLU it executes replaced by the rule. It uses a ``TorchFunctionMode`` active
 only during the call, so it reaches every spelling that goes through PyTorch's
 ``__torch_function__`` dispatch:
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["GuidedReLU", "DeconvReLU", "guided_relu", "deconv_relu", "with_rule"]
+__all__ = ["GuidedReLU", "DeconvReLU", "guided_relu", "deconv_relu"]
 
 
 def _forward(x: Tensor) -> Tensor:
@@ -172,41 +172,3 @@ class _ReluRuleMode(TorchFunctionMode):
         if inplace or (kwargs and kwargs.get("inplace", False)):
             return x.copy_(out)
         return out
-
-
-def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_relu) -> Callable:
-    """Returns ``forward_func`` with every ReLU it executes replaced by ``rule``.
-
-    A transform of the forward function, composable with every gradient
-    method: ``guided_backprop(model, x) == gradient(with_rule(model,
-    guided_relu), x)``. Scoped to each call; nothing is left patched when it
-    returns or raises. Works under ``torch.func.grad``/``vmap`` and
-    ``torch.compile`` (see the module docs for exactly which calls are reached).
-
-    Args:
-        forward_func: the model or any callable.
-        rule: :func:`guided_relu` or :func:`deconv_relu`.
-
-    Returns:
-        A callable with ``forward_func``'s signature.
-
-    >>> guided = with_rule(model, guided_relu)
-    >>> neuron_gradient(guided, model.conv2, x, (0, 3, 3))   # NeuronGuidedBackprop
-    """
-    if rule not in _RULES:
-        raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")
-    if not callable(forward_func):
-        raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
-    if isinstance(forward_func, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
-        raise TypeError(
-            "`forward_func` is TorchScript: its ops run in C++, where a ReLU rule cannot "
-            "reach them; pass the eager model (or a torch.export program's .module())"
-        )
-    rule_name = _RULES[rule]
-
-    def ruled(*args: Any, **kwargs: Any) -> Any:
-        with _ReluRuleMode(rule_name):
-            return forward_func(*args, **kwargs)
-
-    ruled.__fnattr_rule__ = (forward_func, rule)  # lets `functional` see the model
-    return ruled

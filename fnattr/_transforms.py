@@ -24,8 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from . import _engine, _normalize as N
+from ._engine import INPUTS, Site
+from ._functional import Functional, functional
+from ._objectives import (Objective, _target_rows, as_objective, neuron_objective,
+                          target_objective, targets_objective)
 
 __all__ = [
+    "completeness_gap",
+    "site_gradient",
     "quadrature",
     "target_objective",
     "targets_objective",
@@ -85,84 +91,13 @@ def _quadrature(method: str, n: int) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(alphas.tolist()), tuple(weights)
 
 
-def target_objective(target: Any = None) -> Callable[[Tensor, Any], Tensor]:
-    """The objective "the model's output at ``target``", one scalar per example.
-
-    ``target`` has Captum's meanings (see :mod:`fnattr` docs, "Shared
-    arguments"). Returns ``objective(output, layer_value) -> Tensor[N]``.
-
-    >>> grads = input_gradients(model, (x,), target_objective(3))
-    """
-    if isinstance(target, N.Each):
-        return targets_objective(target.targets)
-    return lambda output, _value=None: N.select_target(output, target)
-
-
-def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]:
-    """Several targets at once: ``objective(output, _) -> Tensor[K, N]``.
-
-    Each entry of ``targets`` is one Captum ``target`` (an int, a tuple, a
-    per-example list or tensor); row ``k`` of the result is the output at
-    ``targets[k]``. One forward serves all K.
-    """
-    def objective(output: Tensor, _value: Any = None) -> Tensor:
-        return torch.stack([N.select_target(output, t) for t in targets])
-
-    objective.stacked = True  # lets the engine choose the backward's chunk size
-    return objective
-
-
-def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
-    """The objective "the value of a neuron of the tapped layer", per example.
-
-    ``neuron_selector``: an int, a tuple of ints/slices (slices are summed), a
-    callable on the layer value, or a **list** of those (then the objective
-    is ``(K, N)``: all K neurons from one forward), or ``"all"``: every neuron
-    of the layer, ``K = value[0].numel()`` rows in row-major order of the
-    layer's per-example shape (reshape the result's leading dim to that shape).
-
-    >>> grads = input_gradients(model, (x,), neuron_objective([(0,), (1,)]),
-    ...                         layer=model.fc1)        # shape (2, *x.shape)
-    """
-    selectors, many = N.format_selectors(neuron_selector)
-
-    def objective(_output: Any, value: Any) -> Tensor:
-        if selectors == ["all"]:
-            if isinstance(value, tuple):
-                raise ValueError('`neuron_selector` "all" needs a layer whose value is one tensor')
-            return value.reshape(value.shape[0], -1).T.clone()
-        if many:
-            gathered = N.select_neurons(value, selectors)
-            if gathered is not None:
-                return gathered
-        picked = [_per_example(N.select_neuron(value, s), value) for s in selectors]
-        return torch.stack(picked) if many else picked[0]
-
-    objective.stacked = many
-    return objective
-
-
-def _per_example(picked: Tensor, value: Any) -> Tensor:
-    n = (value[0] if isinstance(value, tuple) else value).shape[0]
-    if picked.dim() == 1 and picked.shape[0] == n:
-        # A copy, not a view: a later in-place op on the layer value must not
-        # rewrite the neuron's history (Captum clones the layer value likewise).
-        return picked.clone() if picked._base is not None else picked
-    if picked.numel() == 1:  # an aggregate over the batch: its gradient is the same
-        return picked.reshape(1).expand(n) / n
-    raise ValueError(
-        "a callable `neuron_selector` must return one scalar per example (shape "
-        f"({n},)) or a single scalar, got shape {tuple(picked.shape)}"
-    )
-
-
 def input_gradients(
     forward_func: Callable,
     inputs: Sequence[Tensor],
     objective: Callable,
     *,
     additional_forward_args: tuple = (),
-    layer: nn.Module | None = None,
+    layer: nn.Module | str | None = None,
     attribute_to_layer_input: bool = False,
     create_graph: bool = False,
     chunk_size: int | None = None,
@@ -172,9 +107,10 @@ def input_gradients(
     With ``layer`` given, ``objective`` reads that layer's output (or input,
     with ``attribute_to_layer_input``) instead of the model's output, and the
     forward stops at the layer when the model provably calls it once (a chain
-    of plain ``nn.Sequential`` containers; see ``fnattr._engine.runs_once``). A ``(K, N)`` objective gives
-    gradients with a leading ``K`` from one forward and a vectorized backward
-    (``chunk_size`` rows at a time).
+    of plain ``nn.Sequential`` containers; see ``fnattr._engine.runs_once``),
+    also for a model given as ``functional(model)`` or ``with_rule(model)``. A
+    ``(K, N)`` objective gives gradients with a leading ``K`` from one forward
+    and a vectorized backward (``chunk_size`` rows at a time).
 
     Args:
         forward_func: the model or any callable ``f(*inputs, *args)``.
@@ -187,27 +123,25 @@ def input_gradients(
         create_graph: keep the result differentiable.
         chunk_size: rows per vectorized backward over K (``None``: chosen from
             the bytes the forward saves for fnattr's objectives, see
-            ``fnattr._engine._auto_chunk``; all K for your own objectives
-            unless you set ``objective.stacked = True``).
+            ``fnattr._engine._auto_chunk``; all K for your own callables).
 
     Returns:
         A tuple of gradients shaped like ``inputs`` (with a leading ``K``).
 
     >>> (g,) = input_gradients(model, (x,), target_objective(0))
     """
-    N.check_forward_func(forward_func)
-    return _engine.gradients(
-        _engine.functional(forward_func, detach=not create_graph), inputs,
-        additional_forward_args, objective, layer=layer,
-        input_side=attribute_to_layer_input, read_at_layer=layer is not None,
-        create_graph=create_graph, chunk_size=_chunk(chunk_size),
-        model=N.unwrap_parallel(forward_func) if layer is not None else None,
-    )
+    f = functional(forward_func, detach=not create_graph)
+    site = INPUTS if layer is None else Site(N.resolve_layer(f.root, layer),
+                                             attribute_to_layer_input)
+    objective = as_objective(objective, reads_layer=layer is not None)
+    grads = _engine.gradients(f, inputs, additional_forward_args, objective, site,
+                              create_graph=create_graph, chunk_size=_chunk(chunk_size))
+    return _squeeze(grads, objective)
 
 
 def layer_gradients(
     forward_func: Callable,
-    layer: nn.Module,
+    layer: nn.Module | str,
     inputs: Sequence[Tensor],
     objective: Callable,
     *,
@@ -227,13 +161,58 @@ def layer_gradients(
 
     >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
     """
-    N.check_forward_func(forward_func)
-    return _engine.gradients(
-        _engine.functional(forward_func, detach=not create_graph), inputs,
-        additional_forward_args, objective, layer=layer,
-        input_side=attribute_to_layer_input, wrt_layer=True,
-        create_graph=create_graph, chunk_size=_chunk(chunk_size), return_value=return_value,
-    )
+    f = functional(forward_func, detach=not create_graph)
+    site = Site(N.resolve_layer(f.root, layer), attribute_to_layer_input)
+    objective = as_objective(objective, reads_layer=False)
+    out = _engine.gradients(f, inputs, additional_forward_args, objective, site,
+                            wrt_site=True, create_graph=create_graph,
+                            chunk_size=_chunk(chunk_size), return_value=return_value)
+    return (_squeeze(out[0], objective), out[1]) if return_value else _squeeze(out, objective)
+
+
+def _squeeze(grads: tuple[Tensor, ...], objective: Objective) -> tuple[Tensor, ...]:
+    return tuple(g[0] for g in grads) if objective.squeeze else grads
+
+
+def site_gradient(f: Functional, site: Site = INPUTS, *, wrt_site: bool = False,
+                  create_graph: bool = False, chunk_size: int | None = None,
+                  return_value: bool = False) -> Callable:
+    """The integrand of the named methods: ``grad(points, objective, args)``.
+
+    Returns the gradients of ``objective`` at ``points`` (with respect to the
+    points, or to ``site``'s layer value with ``wrt_site``), always with the
+    objective's leading ``K``; with ``return_value`` the layer's values follow
+    the gradients in the same tuple, broadcast over ``K``.
+    """
+    def grad(points: tuple, objective: Objective, args: tuple) -> tuple[Tensor, ...]:
+        out = _engine.gradients(f, points, args, objective, site, wrt_site=wrt_site,
+                                create_graph=create_graph, chunk_size=chunk_size,
+                                return_value=return_value)
+        if not return_value:
+            return out
+        grads, value = out
+        k = grads[0].shape[0]
+        return (*grads, *(v.expand(k, *v.shape) for v in value))
+
+    return grad
+
+
+def completeness_gap(f: Callable, attributions: Sequence[Tensor], starts: Sequence[Any],
+                     ends: Sequence[Tensor], objective: Objective, args: tuple) -> Tensor:
+    """``(K, N)``: ``sum(attributions[k]) - (F_k(ends) - F_k(starts))`` per example.
+
+    ``F_k`` is the objective's ``k``-th output selection summed per example
+    (:meth:`Objective.totals`); attributions are ``(K, N, ...)`` tensors of any
+    shape (input- or layer-shaped). Captum's convergence delta, evaluated
+    without recording a graph.
+    """
+    starts = tuple(torch.full_like(e, s) if not isinstance(s, Tensor) else s.expand_as(e)
+                   for s, e in zip(starts, ends))
+    with torch.no_grad():
+        f_end = objective.totals(f(*ends, *args))
+        f_start = objective.totals(f(*starts, *args))
+        total = sum(a.reshape(*a.shape[:2], -1).sum(2) for a in attributions)
+    return total - (f_end - f_start)
 
 
 def _chunk(chunk_size: Any) -> int | None:
@@ -249,16 +228,6 @@ def _arg_rows(t: Any, n0: int, n1: int, reps: int, n: int) -> Any:
         return t if (t.dim() == 0 or t.shape[0] == 1) else t.repeat(reps, *[1] * (t.dim() - 1))
     part = t[n0:n1]
     return part if reps == 1 else part.repeat(reps, *[1] * (t.dim() - 1))
-
-
-def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
-    if isinstance(target, N.Each):
-        return target.map(lambda t: _target_rows(t, n0, n1, reps, n))
-    if isinstance(target, list):
-        return target[n0:n1] * reps
-    if isinstance(target, Tensor) and target.dim() == 1:
-        return target[n0:n1].repeat(reps)
-    return target
 
 
 def path_average(
@@ -295,7 +264,9 @@ def path_average(
             gradients (with a leading ``K`` when ``stacked``).
         inputs, baselines: path ends and starts, one entry per input tensor.
         alphas, weights: the path positions and their weights (see :func:`quadrature`).
-        target, additional_forward_args: per-example values repeated per row.
+        target, additional_forward_args: per-example values repeated per row
+            (``target`` may be an :class:`Objective`: ``grad_fn`` then gets
+            ``target.rows(...)``).
         multiply_by_delta: multiply each point's gradient by ``x - b``.
         stacked: ``grad_fn`` returns a leading ``K`` dim (many targets/neurons).
         internal_batch_size: maximum rows per forward.
@@ -330,7 +301,7 @@ def path_average(
             for x, b in zip(ends, starts)
         )
         args = tuple(_arg_rows(t, n0, n1, s1 - s0, n) for t in additional_forward_args)
-        grads = grad_fn(points, _target_rows(target, n0, n1, s1 - s0, n), args)
+        grads = grad_fn(points, _rows(target, n0, n1, s1 - s0, n), args)
         w = weights[s0:s1]
         part = []
         for i, g in enumerate(grads):
@@ -338,13 +309,18 @@ def path_average(
             if multiply_by_delta:
                 g = g * (ends[i] - starts[i])
             if reduce:
-                g = torch.tensordot(w, g, dims=([0], [int(stacked)])) if not stacked \
-                    else torch.einsum("s,ks...->k...", w, g)
+                g = torch.tensordot(w, g, dims=([0], [int(stacked)]))
             part.append(g)
         if len(blocks) == 1:
             return tuple(part)
         total = _accumulate(total, part, (s0, s1, n0, n1), (s, n), stacked, reduce)
     return tuple(total)
+
+
+def _rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
+    if isinstance(target, Objective):
+        return target.rows(n0, n1, reps, n)
+    return _target_rows(target, n0, n1, reps, n)
 
 
 def _block(t: Any, s0: int, s1: int, n0: int, n1: int, per_point: bool) -> Any:

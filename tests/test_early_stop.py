@@ -163,3 +163,26 @@ def test_stop_before_an_inplace_relu_equals_the_whole_forward(name):
     assert (tail, tail_whole) == (0, 1)
     torch.testing.assert_close(stopped, whole, rtol=1e-6, atol=1e-7)
     assert stopped.abs().sum() > 0
+
+
+@pytest.mark.parametrize("wrap", ["functional", "with_rule", "functional_of_rule"])
+def test_early_stop_through_functional_values(wrap):
+    # The early stop is decided from the Functional value (its .root), so a model
+    # passed as functional(model) or with_rule(model) to the public transforms stops
+    # at the layer too (before issue 14 the wrapped callable lost it).
+    net = _conv_net()
+    x = torch.randn(2, 3, 8, 8)
+    f = {"functional": lambda: fnattr.functional(net),
+         "with_rule": lambda: fnattr.with_rule(net, fnattr.guided_relu),
+         "functional_of_rule": lambda: fnattr.functional(fnattr.with_rule(net))}[wrap]()
+    objective = fnattr.neuron_objective([(0, 1, 1), (4, 2, 3)])
+    (stopped,), tail = _tail_calls(net, lambda: fnattr.input_gradients(
+        f, (x,), objective, layer=net[2]))
+    f_whole = fnattr.with_rule(Wrapper(net)) if wrap != "functional" else Wrapper(net)
+    (whole,), tail_whole = _tail_calls(net, lambda: fnattr.input_gradients(
+        f_whole, (x,), objective, layer=net[2]))
+    assert (tail, tail_whole) == (0, 1)
+    assert stopped.shape == (2, *x.shape)
+    torch.testing.assert_close(stopped, whole, rtol=1e-6, atol=1e-7)
+    _, tail_method = _tail_calls(net, lambda: fnattr.neuron_gradient(f, net[2], x, (0, 1, 1)))
+    assert tail_method == 0
