@@ -376,6 +376,12 @@ def test_model_randomization_matches_deep_copies(order):
     for name in names:
         close(ours[name], ref[name], 1e-5)
     assert_untouched(model, before)
+    stacked = metrics.model_randomization(fnattr.gradient, model, x, order=order, target=y,
+                                          generator=torch.Generator().manual_seed(0),
+                                          vectorize=True)
+    for name in names:
+        close(stacked[name], ours[name], 1e-5)
+    assert_untouched(model, before)
 
 
 @pytest.mark.parametrize("explain", [
@@ -484,6 +490,7 @@ BAD = [
     ("model_randomization", dict(layers=["1"]), ValueError, "layers"),
     ("model_randomization", dict(model=lambda x: x), TypeError, "model"),
     ("model_randomization", dict(generator=0), TypeError, "generator"),
+    ("model_randomization", dict(vectorize=None), TypeError, "vectorize"),
 ]
 
 

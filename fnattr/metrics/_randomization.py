@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from .. import _normalize as N
 from . import _common as C
-from ._similarity import SIMILARITIES, similarity_of
+from ._similarity import SIMILARITIES, compare_to
 
 ORDERS = ("cascading", "independent")
 
@@ -27,6 +27,7 @@ def model_randomization(
     layers: Sequence[str | nn.Module] | None = None,
     similarity: str = "spearman",
     generator: torch.Generator | None = None,
+    vectorize: bool = False,
     **kwargs: Any,
 ) -> dict[str, Tensor]:
     """Similarity of explanations of the trained model and of randomized models.
@@ -41,8 +42,10 @@ def model_randomization(
     weight, e.g. a norm layer). The model is never modified: each explanation
     runs on a module view that calls ``model`` through
     ``torch.func.functional_call`` with the randomized parameters (one batch
-    of all examples per layer), so the model's parameters and buffers are
-    bit-identical afterwards, also when the explanation raises.
+    of all examples per layer, or with ``vectorize=True`` all layers' parameter
+    sets stacked and explained under ``torch.func.vmap``), so the model's
+    parameters and buffers are bit-identical afterwards, also when the
+    explanation raises.
 
     How the model reaches ``explanation_func``: a class (Captum's or
     ``fnattr.compat``'s) is built on the view, ``cls(view).attribute(inputs,
@@ -65,6 +68,9 @@ def model_randomization(
         similarity: ``"spearman"``, ``"spearman_abs"``, ``"pearson"`` or ``"ssim"``
             (see :func:`fnattr.metrics.similarity`).
         generator: the new weights' randomness (the global RNG if ``None``).
+        vectorize: explain all randomized models in one ``vmap`` (the explanation
+            must support ``vmap``: fnattr's functions do; module hooks, e.g.
+            Captum's, do not). Same numbers; on CPU it measured no faster.
         **kwargs: passed to the explanation (``target=`` ...).
 
     Returns:
@@ -73,17 +79,28 @@ def model_randomization(
     >>> sims = model_randomization(fnattr.gradient, model, x, target=y,
     ...                            generator=torch.Generator().manual_seed(0))
     """
-    model, xs, names = _check(explanation_func, model, inputs, order, layers, similarity,
-                              generator)
-    reference = _explain(explanation_func, model, {}, inputs, kwargs)
-    out: dict[str, Tensor] = {}
-    replaced: dict[str, Tensor] = {}
-    for name in names:
+    model, _, names = _check(explanation_func, model, inputs, order, layers, similarity,
+                             generator, vectorize)
+    compare = compare_to(_explain(explanation_func, model, {}, inputs, kwargs), similarity)
+    replaced, sets = {}, []
+    for name in names:  # all draws first, in layer order: the same numbers either way
         fresh = _draw(model, name, generator)
         replaced = {**replaced, **fresh} if order == "cascading" else fresh
-        explained = _explain(explanation_func, model, replaced, inputs, kwargs)
-        out[name] = similarity_of(reference, explained, similarity, xs[0].shape[0])
-    return out
+        sets.append(replaced)
+    if vectorize:
+        stacked = _stack(model, sets)
+        explained = torch.func.vmap(
+            lambda p: _explain(explanation_func, model, p, inputs, kwargs))(stacked)
+        return {name: compare(tuple(e[j] for e in explained)) for j, name in enumerate(names)}
+    return {name: compare(_explain(explanation_func, model, rep, inputs, kwargs))
+            for name, rep in zip(names, sets)}
+
+
+def _stack(model: nn.Module, sets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """One ``[L, ...]`` tensor per parameter any set replaces (the model's value elsewhere)."""
+    own = dict(model.named_parameters())
+    keys = dict.fromkeys(k for rep in sets for k in rep)
+    return {k: torch.stack([rep.get(k, own[k].detach()) for rep in sets]) for k in keys}
 
 
 class _Randomized(nn.Module):
@@ -157,7 +174,7 @@ def _layer_names(model: nn.Module, layers: Any) -> list[str]:
 
 
 def _check(explanation_func: Any, model: Any, inputs: Any, order: Any, layers: Any,
-           similarity: Any, generator: Any) -> tuple:
+           similarity: Any, generator: Any, vectorize: Any) -> tuple:
     N.check_forward_func(explanation_func, "explanation_func")
     model = N.unwrap_parallel(model)
     if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
@@ -168,4 +185,5 @@ def _check(explanation_func: Any, model: Any, inputs: Any, order: Any, layers: A
     if similarity not in SIMILARITIES:
         raise ValueError(f"`similarity` must be one of {tuple(SIMILARITIES)}, got {similarity!r}")
     C.check_generator(generator)
+    C.check_flag(vectorize, "vectorize")
     return model, xs, _layer_names(model, layers)

@@ -93,10 +93,17 @@ def similarity(a: N.TensorOrTuple, b: N.TensorOrTuple, kind: str = "spearman") -
     xb, _ = N.as_tuple(b, "b")
     if len(xa) != len(xb) or any(s.shape != t.shape for s, t in zip(xa, xb)):
         raise ValueError("`a` and `b` must have the same structure and shapes")
-    return similarity_of(xa, xb, kind, xa[0].shape[0])
+    return compare_to(xa, kind)(xb)
 
 
-def similarity_of(a: tuple, b: tuple, kind: str, n: int) -> Tensor:
+def compare_to(reference: tuple, kind: str) -> Callable[[tuple], Tensor]:
+    """``similarity(reference, ., kind)`` with the reference's part (its ranks) done once."""
+    n = reference[0].shape[0]
     if kind == "ssim":
-        return torch.stack([_ssim(s, t) for s, t in zip(a, b)]).mean(0)
-    return SIMILARITIES[kind](C.flat_rows(a, n), C.flat_rows(b, n))
+        return lambda other: torch.stack([_ssim(s, t) for s, t in zip(reference, other)]).mean(0)
+    flat = C.flat_rows(reference, n)
+    if kind == "pearson":
+        return lambda other: _pearson(flat, C.flat_rows(other, n))
+    fold = torch.abs if kind == "spearman_abs" else (lambda t: t)
+    ranks = average_ranks(fold(flat))
+    return lambda other: _pearson(ranks, average_ranks(fold(C.flat_rows(other, n))))
