@@ -45,6 +45,7 @@ def _check_mapping(value: Any, name: str) -> None:
 
 def sanity_check(results: Mapping[str, Mapping[str, Any]], *, title: str | None = None,
                  ylabel: str = "similarity to the trained model's map",
+                 xlabel: str = "randomized up to layer (cascading, from the output)",
                  ax: Axes | None = None) -> Figure:
     """Similarity vs randomized layer, one line per method (Adebayo et al., Fig. 2).
 
@@ -55,6 +56,7 @@ def sanity_check(results: Mapping[str, Mapping[str, Any]], *, title: str | None 
             standard deviation; the first point, "original", is 1.
         title: optional axes title.
         ylabel: the y axis label (name the similarity measure).
+        xlabel: the x axis label (say so for ``order="independent"``).
         ax: axes to draw into; by default a new figure.
 
     Returns:
@@ -78,7 +80,7 @@ def sanity_check(results: Mapping[str, Mapping[str, Any]], *, title: str | None 
         ax.fill_between(positions, mean - std, mean + std, color=line.get_color(), alpha=0.15)
     ax.set_xticks(positions, ["original", *layers], rotation=45, ha="right")
     ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_xlabel("randomized up to layer (cascading, from the output)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_ylim(-1.05, 1.05)
     ax.legend()
@@ -116,7 +118,7 @@ def deletion_curves(curves: Mapping[str, tuple[Any, Any]], *, title: str | None 
         ax.plot(fractions, mean, label=f"{method} (AUC {area:.3g})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("score (mean over examples)")
-    ax.legend()
+    ax.legend(fontsize="small")
     if title is not None:
         ax.set_title(title)
     return ax.figure

@@ -75,7 +75,7 @@ def pixel_flipping(
     for x, a, b, keep in zip(xs, attrs, bs, keep_input.split(sizes, dim=2)):
         mask = keep.reshape(steps + 1, *a.shape)
         b = b if isinstance(b, Tensor) else torch.tensor(b, dtype=x.dtype, device=x.device)
-        rows.append(torch.where(mask, x, b).reshape(-1, *x.shape[1:]))
+        rows.append(torch.where(mask, x.detach(), b).reshape(-1, *x.shape[1:]))
     scores = _scores(forward_func, tuple(rows), target, args, steps + 1, n,
                      max_examples_per_batch)
     return counts.to(scores.dtype) / ranks.shape[1], scores.reshape(steps + 1, n).T
