@@ -436,6 +436,24 @@ def test_sanity_check_ordering_on_the_digits_model():
     assert (mean["guided"] > mean["ig"] + 0.3).all()
 
 
+def test_metrics_leave_the_model_as_they_found_it():
+    model = mlp().train()
+    model[1].register_forward_hook(lambda *a: None)  # the user's own hook stays, alone
+    model[0].weight.requires_grad_(False)
+    before = snapshot(model)
+    hooks = [dict(m._forward_hooks) for m in model.modules()]
+    attr = fnattr.gradient(model, X, target=0)
+    metrics.infidelity(model, perturb_pair, X, attr, target=0, normalize=True)
+    metrics.sensitivity_max(functools.partial(fnattr.guided_backprop, model), X, target=0,
+                            generator=torch.Generator().manual_seed(0))
+    metrics.pixel_flipping(model, X, attr, 0, steps=3)
+    metrics.model_randomization(compat.GuidedBackprop, model, X, target=0)
+    after = snapshot(model)
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert before[1:] == after[1:]
+    assert [dict(m._forward_hooks) for m in model.modules()] == hooks
+
+
 # --------------------------------------------------------------------------- viz
 def test_viz_sanity_check_and_deletion_curves():
     from matplotlib.figure import Figure
@@ -484,6 +502,8 @@ BAD = [
     ("pixel_flipping", dict(most_relevant_first="yes"), TypeError, "most_relevant_first"),
     ("pixel_flipping", dict(target=[0, 1]), ValueError, "target"),
     ("pixel_flipping", dict(generator=1), TypeError, "generator"),
+    ("pixel_flipping", dict(target=fnattr.each([0, 1])), TypeError, "target"),
+    ("infidelity", dict(target=fnattr.each([0, 1])), TypeError, "target"),
     ("model_randomization", dict(order="random"), ValueError, "order"),
     ("model_randomization", dict(similarity="cosine"), ValueError, "similarity"),
     ("model_randomization", dict(layers=["nope"]), ValueError, "layers"),

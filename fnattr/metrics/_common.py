@@ -18,6 +18,14 @@ def check_generator(generator: Any) -> None:
                         f"{type(generator).__name__}")
 
 
+def check_target(target: Any, n_examples: int) -> None:
+    """Captum's target forms; ``fnattr.each`` (several targets per call) is not a metric's."""
+    if isinstance(target, N.Each):
+        raise TypeError("`target`: fnattr.each() is not supported by the metrics; call the "
+                        "metric once per target")
+    N.check_target(target, n_examples)
+
+
 def check_max_examples(max_examples_per_batch: Any) -> None:
     if max_examples_per_batch is not None:
         N.check_positive_int(max_examples_per_batch, "max_examples_per_batch")

@@ -150,7 +150,7 @@ def _check(forward_func: Any, inputs: Any, attributions: Any, target: Any, steps
         if not ok:
             raise ValueError(f"`attributions` of shape {tuple(a.shape)} does not broadcast to "
                              f"its input's shape {tuple(x.shape)} with the same batch dim")
-    N.check_target(target, xs[0].shape[0])
+    C.check_target(target, xs[0].shape[0])
     N.check_positive_int(steps, "steps")
     bs = N.format_baselines(baseline, xs, name="baseline")
     C.check_flag(most_relevant_first, "most_relevant_first")

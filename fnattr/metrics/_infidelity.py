@@ -117,7 +117,7 @@ def _check(forward_func: Any, perturb_func: Any, inputs: Any, attributions: Any,
         raise ValueError(f"`attributions` must be shaped like `inputs`: got "
                          f"{[tuple(a.shape) for a in attrs]} for {[tuple(x.shape) for x in xs]}")
     bs = None if baselines is None else N.format_baselines(baselines, xs)
-    N.check_target(target, xs[0].shape[0])
+    C.check_target(target, xs[0].shape[0])
     N.check_positive_int(n_perturb_samples, "n_perturb_samples")
     C.check_max_examples(max_examples_per_batch)
     C.check_flag(normalize, "normalize")
