@@ -389,12 +389,14 @@ def test_model_randomization_matches_deep_copies(order):
     pytest.param(CA.GuidedBackprop, id="captum-class"),
     pytest.param(compat.GuidedBackprop, id="compat-class"),
     pytest.param("bound", id="captum-bound-attribute"),
+    pytest.param("compat-bound", id="compat-bound-attribute"),
     pytest.param(lambda m, x, target: fnattr.guided_backprop(m, x, target), id="callable"),
 ])
 def test_model_randomization_takes_any_attribution_method(explain):
     model, (x, y) = load_digits_model(), load_digits_examples()
     x, y = x[:5], y[:5]
-    explain = CA.GuidedBackprop(model).attribute if explain == "bound" else explain
+    explain = {"bound": CA.GuidedBackprop(model).attribute,
+               "compat-bound": compat.GuidedBackprop(model).attribute}.get(explain, explain)
     kw = dict(target=y, layers=["classifier.3", "features.0"], similarity="pearson")
     with captum_quiet():
         ours = metrics.model_randomization(explain, model, x,
