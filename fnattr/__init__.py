@@ -36,6 +36,8 @@ from ._transforms import (
     targets_objective,
 )
 
+from . import metrics  # noqa: E402  (fnattr.metrics: evaluation metrics)
+
 __version__ = "0.1.0"
 
 __all__ = [
