@@ -47,6 +47,22 @@ def make():
 
 def broken():
     raise RuntimeError("factory exploded")
+
+
+def exits():
+    raise SystemExit(0)
+
+
+class Picky(Tiny):
+    def forward(self, x):
+        if x.shape[0] == 1:
+            raise RuntimeError("picky: no batches of one")
+        return super().forward(x)
+
+
+def picky():
+    torch.manual_seed(0)
+    return Picky()
 '''
 
 
@@ -86,6 +102,9 @@ def files(tmp_path_factory):
         torch.save(torch.rand(2, 1, 16, 16), d / "big.pt")
         torch.save(torch.rand(2, 3, 8, 8), d / "rgb.pt")
         torch.save({"x": torch.zeros(2)}, d / "dict.pt")
+        torch.save(torch.zeros(0, 1, 8, 8), d / "empty.pt")
+        np.save(d / "empty.npy", np.zeros((0, 1, 8, 8), np.float32))
+        (d / "zero_bytes.pt").write_bytes(b"")
         yield d, model, x
     finally:
         sys.path.remove(str(d))
@@ -326,6 +345,28 @@ def _error_cases(d: Path):
         "layer on TorchScript": ([d / "model_ts.pt", x, "--method", "internal_influence",
                                   "--layer", "features.0"], "needs named layers"),
         "unknown option": ([tiny, x, "--bogus"], "unrecognized arguments: --bogus"),
+        # issue 13.7: non-finite options are refused when parsed
+        "stdevs inf": ([tiny, x, "--method", "gradient_shap", "--stdevs", "inf"],
+                       "argument --stdevs: expected a finite non-negative number"),
+        "stdevs nan": ([tiny, x, "--method", "gradient_shap", "--stdevs", "nan"],
+                       "argument --stdevs"),
+        "std nan": ([tiny, d / "digit.png", "--grayscale", "--std", "nan"], "argument --std"),
+        "std zero": ([tiny, d / "digit.png", "--grayscale", "--std", "0"], "argument --std"),
+        "mean nan": ([tiny, d / "digit.png", "--grayscale", "--mean", "nan"],
+                     "argument --mean"),
+        "mean inf": ([tiny, d / "digit.png", "--grayscale", "--mean=-inf"], "argument --mean"),
+        # issue 13.9: each of these was a traceback (exit 1) or a silent exit 0
+        "empty input": ([tiny, d / "empty.pt"], "is empty (shape [0, 1, 8, 8])"),
+        "empty .npy input": ([tiny, d / "empty.npy"], "is empty"),
+        "zero-byte input": ([tiny, d / "zero_bytes.pt"], "input file"),
+        "huge seed": ([tiny, x, "--method", "gradient_shap", "--seed",
+                       "99999999999999999999999"], "argument --seed: expected an integer seed"),
+        "seed too small": ([tiny, x, "--method", "gradient_shap", f"--seed={-2**63 - 1}"],
+                           "argument --seed"),
+        "huge size": ([tiny, d / "digit.png", "--size", "100000"], "argument --size"),
+        "factory raises SystemExit": ([f"{TINY}:exits", x], "calling exits() failed: SystemExit"),
+        "pred on a later batch": ([f"{TINY}:picky", x, "--method", "gradient",
+                                   "--batch-size", "2"], "gradient failed: picky: no batches"),
     }
 
 
@@ -386,3 +427,166 @@ def test_existing_output_is_kept_on_failure(tmp_path, files, capsys):
     assert code == 2
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attr.pt"]
+
+
+# ------------------------------------------------------------------ issue 13.1: no overwrites
+
+
+def _overwrite_cases(d: Path, work: Path):
+    """(arguments after MODEL, needle); ``work`` holds copies that must survive."""
+    tiny = f"{TINY}:make"
+    image, x, weights = work / "digit.png", work / "x.pt", work / "weights.pt"
+    (work / "link.png").symlink_to(image)
+    os.link(x, work / "hard.pt")
+    return {
+        # the default --png (--out with .png) is the input image
+        "default png is the input image": ([tiny, image, "--grayscale", "--out", work / "digit.pt"],
+                                           "--png"),
+        "out is the input": ([tiny, x, "--out", x], "--out"),
+        "out is a hard link to the input": ([tiny, x, "--out", work / "hard.pt"], "--out"),
+        "png is a symlink to the input": ([tiny, image, "--grayscale", "--out", work / "a.pt",
+                                           "--png", work / "link.png"], "--png"),
+        "png through a symlinked directory": ([tiny, image, "--grayscale", "--out", work / "a.pt",
+                                               "--png", work / "alias" / "digit.png"], "--png"),
+        "out is the weights": ([tiny, x, "--weights", weights, "--out", weights], "--out"),
+        "out is the baselines": ([tiny, x, "--baselines", x, "--out", x], "--out"),
+        "out is the model file": ([work / "model_ts.pt", x, "--out", work / "model_ts.pt"],
+                                  "--out"),
+        "png is the other output": ([tiny, x, "--out", work / "a.pt", "--png",
+                                     work / "alias" / "a.pt"], "--out and --png"),
+    }
+
+
+_OVERWRITES = ["default png is the input image", "out is the input",
+               "out is a hard link to the input", "png is a symlink to the input",
+               "png through a symlinked directory", "out is the weights", "out is the baselines",
+               "out is the model file", "png is the other output"]
+
+
+@pytest.mark.parametrize("case", _OVERWRITES)
+def test_explain_refuses_outputs_that_overwrite_a_source(case, tmp_path, files, capsys):
+    d, _, _ = files
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("digit.png", "x.pt", "weights.pt", "model_ts.pt"):
+        (work / name).write_bytes((d / name).read_bytes())
+    (work / "alias").symlink_to(work, target_is_directory=True)
+    args, needle = _overwrite_cases(d, work)[case]
+    before = {p: p.read_bytes() for p in work.iterdir() if p.is_file() and not p.is_symlink()}
+    listing = _listing(tmp_path)
+    code, out, err = _main(["explain", *args], capsys)
+    assert code == 2, (out, err)
+    _assert_one_line_error(err, needle, "same file" if " and " in needle else "would overwrite")
+    assert {p: p.read_bytes() for p in before} == before
+    assert _listing(tmp_path) == listing
+
+
+# ------------------------------------------------------------------ issue 13.2: one commit
+
+
+@pytest.mark.parametrize("fault", [OSError("disk full"), KeyboardInterrupt()])
+def test_explain_commits_pt_and_png_together(fault, tmp_path, files, capsys, monkeypatch):
+    d, _, _ = files
+    out, png = tmp_path / "a.pt", tmp_path / "a.png"
+    out.write_bytes(b"old pt")
+    png.write_bytes(b"old png")
+    real_replace = os.replace
+
+    def replace(src, dst):  # the png's move into place fails, after the .pt's
+        if Path(dst) == png and str(src).endswith(".tmp"):
+            raise fault
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, _, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--method", "gradient",
+                          "--out", out], capsys)
+    assert code == (2 if isinstance(fault, OSError) else 130), err
+    assert out.read_bytes() == b"old pt" and png.read_bytes() == b"old png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.pt"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _main(["explain", f"{TINY}:make", d / "x.pt", "--method", "gradient", "--out", out],
+                 capsys)[0] == 0
+    assert torch.load(out, weights_only=True).shape == (5, 1, 8, 8)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.pt"]
+
+
+def test_explain_unsupported_png_format_is_refused_before_running(tmp_path, files, capsys):
+    d, _, _ = files
+    code, out, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--out", tmp_path / "a.pt",
+                            "--png", tmp_path / "a.xyz"], capsys)
+    assert code == 2 and out == ""
+    _assert_one_line_error(err, "unsupported image format 'xyz'")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ import paths, help, extras
+
+
+def test_import_path_resolves_against_the_current_directory(tmp_path, files, capsys,
+                                                            monkeypatch):
+    # issue 12.15: the `fnattr` script's sys.path[0] is its own bin directory,
+    # not the current one; an import path must still find ./cwdpkg/models.py.
+    d, model, x = files
+    package = tmp_path / "fnattr_cli_cwdpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(f"from {TINY} import make as make_net\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for name in [m for m in sys.modules if m.startswith("fnattr_cli_cwdpkg")]:
+        monkeypatch.delitem(sys.modules, name)
+    code, _, err = _main(["explain", "fnattr_cli_cwdpkg.models:make_net", d / "x.pt",
+                          "--method", "gradient", "--target", "1", "--out", "g.pt", "--no-png"],
+                         capsys)
+    assert code == 0, err
+    torch.testing.assert_close(torch.load(tmp_path / "g.pt", weights_only=True),
+                               fnattr.gradient(model, x, target=1))
+
+
+def test_explain_help_documents_import_paths_and_pt2_rules(capsys):
+    code, out, _ = _main(["explain", "--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
+    # issue 13.15: an import path is not a safe format: it runs code
+    assert "imports (runs) that module's code" in text
+    assert "any zero-argument callable" in text
+    # issue 12.17: rule methods work on a .pt2 program, not only an import path
+    assert "guided_backprop/deconvolution (and their neuron forms) need an import path or a " \
+           ".pt2 program" in text
+    assert "resolves against the current directory" in text
+
+
+def test_explain_rule_method_on_an_exported_program(tmp_path, files, capsys):
+    # issue 12.17: what the help now says holds: guided backprop on a .pt2.
+    d, model, x = files
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(model, (x,)), tmp_path / "tiny.pt2")
+    out = tmp_path / "gb.pt"
+    code, _, err = _main(["explain", tmp_path / "tiny.pt2", d / "x.pt", "--method",
+                          "guided_backprop", "--target", "2", "--out", out, "--no-png"], capsys)
+    assert code == 0, err
+    torch.testing.assert_close(torch.load(out, weights_only=True),
+                               fnattr.guided_backprop(model, x, target=2))
+
+
+def test_train_extra_has_scikit_learn():
+    # issue 12.18: scripts/train_embedded.py imports sklearn
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(dep.startswith("scikit-learn") for dep in extras["train"])
+    assert "from sklearn" in (ROOT / "scripts" / "train_embedded.py").read_text()
+
+
+def test_errors_name_flags_from_the_argument_attribute():
+    from fnattr.cli.errors import argument_of
+
+    error = ValueError("`target` is mentioned, but the argument is another")
+    assert argument_of(error) == "target"
+    error.argument = "n_steps"
+    assert argument_of(error) == "n_steps"
+    assert argument_of(ValueError("`baselines[1]` has the wrong shape")) == "baselines"
+    assert argument_of(RuntimeError("no name here")) is None

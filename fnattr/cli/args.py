@@ -17,7 +17,7 @@ INTEGRATION = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle
                "riemann_trapezoid")
 DEMO_COLUMNS_MAX = 50
 MAX_IMAGE_SIDE = 8192
-SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed accepts (non-negative)
+SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 # method option (argparse dest) -> the keyword argument of fnattr's methods it sets
 OPTION_PARAMS = {
@@ -90,7 +90,7 @@ finite_floats = _parsed(_floats, "comma-separated finite numbers such as 0.5,0.5
 non_zero_floats = _parsed(_checked(_floats, lambda v: all(v)),
                           "comma-separated finite non-zero numbers such as 0.25,0.25,0.25")
 seed = _parsed(_checked(int, lambda v: SEED_RANGE[0] <= v <= SEED_RANGE[1]),
-               f"an integer seed from {SEED_RANGE[0]} to 2**64-1")
+               "an integer seed from -2**63 to 2**64-1")
 
 
 def _size_values(text: str) -> tuple[int, int]:

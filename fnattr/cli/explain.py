@@ -68,12 +68,11 @@ def check_request(args: argparse.Namespace) -> Plan:
     entry = M.METHODS[args.method]
     _check_options(args, entry)
     out = check_output(args.out, "--out", tuple(WRITERS))
-    png = png_format = None
+    png = None
     if not args.no_png:
         png = check_output(args.png or str(out.with_suffix(".png")), "--png", None)
-        png_format = check_image_format(png, "--png")
-    outputs = {"--out": out, **({"--png": png} if png is not None else {})}
-    refuse_overwrites(outputs, _sources(args))
+    refuse_overwrites({"--out": out, **({"--png": png} if png else {})}, _sources(args))
+    png_format = check_image_format(png, "--png") if png else None
     images = ImageOptions(args.size, args.grayscale, args.mean, args.std)
     return Plan(entry, out, png, png_format, images)
 
