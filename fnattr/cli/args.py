@@ -142,10 +142,10 @@ Computes attributions for MODEL on INPUT files and writes them to --out (.pt or 
 plus a heatmap PNG.
 
 MODEL is a torch.export program (.pt2), a TorchScript file (.pt, .ts) or an import path
-package.module:factory. These formats never unpickle arbitrary objects, but an import
-path imports (runs) that module's code and calls factory, which may be any zero-argument
-callable; it resolves against the current directory first, as `python -m` does.
---weights loads a state_dict for it with torch.load(weights_only=True).
+package.module:factory. The files are safe formats that never unpickle arbitrary objects;
+an import path is not: it imports (runs) that module's code and calls factory, which may
+be any zero-argument callable. It resolves against the current directory first, as
+`python -m` does. --weights loads a state_dict for it with torch.load(weights_only=True).
 Layer and neuron methods need named layers: an import path or a .pt2 program.
 guided_backprop/deconvolution (and their neuron forms) need an import path or a .pt2
 program: their ReLU rule cannot reach the ReLUs of a TorchScript program.
@@ -154,8 +154,9 @@ INPUT files are .pt (one tensor, loaded with weights_only=True), .npy or images
 (.png, .jpg, ...: [1, C, H, W] with values in [0, 1]); all inputs are concatenated
 along dim 0.
 
-Outputs are refused if they would overwrite an input, the model or the weights. Both
-outputs are written to temporary files first and moved into place together.
+Outputs are refused if they would overwrite an input, the baselines, the model, the
+weights or each other. Both are written to temporary files first and moved into place
+together.
 """
 
 EXPLAIN_EPILOG = """\

@@ -94,8 +94,9 @@ def _check_options(args: argparse.Namespace, entry: Any) -> None:
         raise CLIError(f"--layer is required for {name}")
     if M.requires(entry, "neuron_selector") and args.neuron is None:
         raise CLIError(f"--neuron is required for {name} (e.g. --neuron 0,3,3)")
-    unused = [flag(dest) for dest in ("layer", "layer_input")
-              if getattr(args, dest) not in (None, False) and not entry.needs_layer]
+    unused = ["--layer"] if args.layer is not None and not entry.needs_layer else []
+    if args.layer_input and not M.accepts(entry, M.layer_input_param(entry)):
+        unused.append("--layer-input")
     unused += [flag(dest) for dest, param in OPTION_PARAMS.items()
                if getattr(args, dest) is not None and not M.accepts(entry, param)]
     if unused:
@@ -217,6 +218,7 @@ def _resolve_target(args: argparse.Namespace, entry: Any, probe: Any) -> Any:
 def _run(args: argparse.Namespace, entry: Any, model: Model, layer: str | None, x: Any,
          baselines: Any, target: Any) -> Result:
     """Attributes ``x`` batch by batch; any failure is one CLIError."""
+    import torch
     from tqdm import tqdm
 
     call, kwargs = _prepare(args, entry, model, layer)
@@ -236,8 +238,6 @@ def _run(args: argparse.Namespace, entry: Any, model: Model, layer: str | None, 
         deltas += [] if delta is None else [delta.cpu()]
         targets += [(batch_target, x[rows].shape[0])] if M.accepts(entry, "target") else []
     bar.close()
-    import torch
-
     return Result(torch.cat(parts), deltas, targets, time.perf_counter() - begin)
 
 
