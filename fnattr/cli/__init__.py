@@ -17,6 +17,7 @@ inside the commands that use them.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
@@ -30,7 +31,7 @@ _BENCH_MOVED = ("`fnattr bench` was removed: the benchmarks are not part of the 
                 "package; from a source checkout run `python -m benchmarks.run --quick`")
 
 
-def build_parser():  # noqa: ANN201 (argparse.ArgumentParser)
+def build_parser() -> argparse.ArgumentParser:
     """The ``fnattr`` argument parser (subcommands ``demo`` and ``explain``)."""
     return _build_parser(METHODS)
 

@@ -42,6 +42,8 @@ class Plan:
 
 @dataclass
 class Result:
+    """Attributions of every example, per-batch deltas and targets, run time."""
+
     attributions: Any
     deltas: list
     targets: list
@@ -49,6 +51,7 @@ class Result:
 
 
 def explain(args: argparse.Namespace) -> int:
+    """Runs ``fnattr explain``: check, load, run, write; returns the exit code 0."""
     plan = check_request(args)
     model, layer = _load_model(args, plan.entry)
     x, baselines = _load_inputs(args, plan, model)
