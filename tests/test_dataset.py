@@ -298,3 +298,14 @@ def test_load_dataset_spec():
         load_dataset_spec("tests._dataset_worker")
     with pytest.raises(ValueError, match="`spec`.*cannot be loaded"):
         load_dataset_spec("tests._dataset_worker:nothing")
+
+
+@pytest.mark.compile
+def test_compiled_sampled_core_agrees(single, tmp_path):
+    store = _run(tmp_path, "gradient_shap", batch_size=32, compile=True)
+    _same(store, open_attributions(single / "gradient_shap.zarr"))
+
+
+def test_data_loader_workers_agree(single, tmp_path):
+    _same(_run(tmp_path, "gradient_shap", batch_size=4, num_workers=2),
+          open_attributions(single / "gradient_shap.zarr"))

@@ -107,8 +107,8 @@ def _stored_target(t: Tensor | None, n: int) -> np.ndarray:
 def _aborted(group: zarr.Group) -> int:
     try:
         return int(group["abort"][0])
-    except Exception:  # a mark being written right now
-        return -2
+    except Exception:  # a mark being written right now: read again at the next chunk
+        return -1
 
 
 def run_chunks(call: Callable, group: zarr.Group, items: Items, todo: list, shard: Any,
@@ -118,9 +118,10 @@ def run_chunks(call: Callable, group: zarr.Group, items: Items, todo: list, shar
     chunk, n = group.attrs["fnattr"]["chunk"], len(items)
     loader = DataLoader(items, batch_sampler=[idx for _, idx in todo], collate_fn=collate,
                         num_workers=num_workers, pin_memory=shard.device.type == "cuda")
+    loaded = iter(loader)  # workers start (fork) before the writer thread does
     writer, parts, current = Writer(group, chunk), [], None
     try:
-        for (k, idx), (x, y) in zip(todo, loader):
+        for (k, idx), (x, y) in zip(todo, loaded):
             if k != current:
                 current = k
                 if (who := _aborted(group)) != -1:
