@@ -86,6 +86,7 @@ def test_one_process_equals_per_batch_api(single, name):
     np.testing.assert_array_equal(store["target"][:], W.data()[1].numpy())
     assert store["complete"][:].all()
     assert store["delta"].shape == ((96,) if name == "integrated_gradients" else (96, 3))
+    assert store["attributions"].metadata.dimension_names == ("example", "attributions_1")
 
 
 def test_torchrun_two_processes_equal_one_process(single, tmp_path):

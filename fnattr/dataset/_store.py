@@ -79,12 +79,14 @@ def create(out: Any, config: dict, shapes: dict, n: int, chunk: int, overwrite: 
     ``(shape per example, numpy dtype)``."""
     group = zarr.open_group(out, mode="w" if overwrite else "a", zarr_format=3)
     for name, (shape, dtype) in shapes.items():
+        dims = ("example", *(f"{name}_{d}" for d in range(1, len(shape) + 1)))
         group.create_array(name, shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype,
-                           fill_value=0, overwrite=True)
+                           fill_value=0, dimension_names=dims, overwrite=True)
     n_chunks = math.ceil(n / chunk)
     group.create_array("complete", shape=(n_chunks,), chunks=(1,), dtype=bool,
-                       fill_value=False, overwrite=True)
+                       fill_value=False, dimension_names=("chunk",), overwrite=True)
     group.create_array("abort", shape=(1,), chunks=(1,), dtype="int32", fill_value=-1,
+                       dimension_names=("abort",),
                        overwrite=True)  # the rank that failed, -1 while none has
     group.attrs["fnattr"] = {"config": config, "chunk": chunk, **meta}
     return group
