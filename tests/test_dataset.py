@@ -310,3 +310,11 @@ def test_compiled_sampled_core_agrees(single, tmp_path):
 def test_data_loader_workers_agree(single, tmp_path):
     _same(_run(tmp_path, "gradient_shap", batch_size=4, num_workers=2),
           open_attributions(single / "gradient_shap.zarr"))
+
+
+def test_a_store_cut_short_while_being_created_is_created_again(single, tmp_path):
+    g = zarr.open_group(tmp_path / "integrated_gradients.zarr", mode="w")
+    g.attrs["fnattr"] = {"config": {"method": "something else"}, "chunk": 1}
+    g.create_array("attributions", shape=(3,), dtype="f4")  # killed before `complete`
+    _same(_run(tmp_path, "integrated_gradients"),
+          open_attributions(single / "integrated_gradients.zarr"))

@@ -78,17 +78,18 @@ def create(out: Any, config: dict, shapes: dict, n: int, chunk: int, overwrite: 
     """Creates the group and its arrays (rank 0 only). ``shapes`` maps an array name to
     ``(shape per example, numpy dtype)``."""
     group = zarr.open_group(out, mode="w" if overwrite else "a", zarr_format=3)
+    group.attrs["fnattr"] = {"config": config, "chunk": chunk, **meta}
     for name, (shape, dtype) in shapes.items():
         dims = ("example", *(f"{name}_{d}" for d in range(1, len(shape) + 1)))
         group.create_array(name, shape=(n, *shape), chunks=(chunk, *shape), dtype=dtype,
                            fill_value=0, dimension_names=dims, overwrite=True)
     n_chunks = math.ceil(n / chunk)
-    group.create_array("complete", shape=(n_chunks,), chunks=(1,), dtype=bool,
-                       fill_value=False, dimension_names=("chunk",), overwrite=True)
     group.create_array("abort", shape=(1,), chunks=(1,), dtype="int32", fill_value=-1,
                        dimension_names=("abort",),
                        overwrite=True)  # the rank that failed, -1 while none has
-    group.attrs["fnattr"] = {"config": config, "chunk": chunk, **meta}
+    # last: a store without `complete` is one whose creation was cut short
+    group.create_array("complete", shape=(n_chunks,), chunks=(1,), dtype=bool,
+                       fill_value=False, dimension_names=("chunk",), overwrite=True)
     return group
 
 
@@ -98,8 +99,8 @@ def open_run(out: Any) -> zarr.Group | None:
         group = zarr.open_group(out, mode="r+", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
-    if "fnattr" in group.attrs and "complete" in group:
-        return group
+    if "fnattr" in group.attrs:  # without `complete`: created in part, nothing computed
+        return group if "complete" in group else None
     if any(True for _ in group.keys()):
         raise ValueError(f"`out` {out!r} holds a Zarr group not written by fnattr; pass "
                          "overwrite=True to replace it")
