@@ -123,9 +123,11 @@ def scaling(n: int) -> dict:
 
 def _worker_rss(n: int, out: str) -> None:
     spec = build("S")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fnattr.attribute_dataset(fnattr.integrated_gradients, spec.model, Made(n, (784,)), out,
                              batch_size=64, n_steps=8, progress=False, overwrite=True)
-    print(f"RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", flush=True)
+    print(f"RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} BEFORE_KB {before}",
+          flush=True)
 
 
 def rss() -> dict:
@@ -136,8 +138,11 @@ def rss() -> dict:
             cmd = [sys.executable, "-m", "benchmarks.dataset", "--worker-rss", str(n),
                    "--out", os.path.join(d, "r.zarr")]
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            out[n] = int(r.stdout.split("RSS_KB")[1].split()[0]) / 1024
-    return {"rss_mib_2000": out[2000], "rss_mib_20000": out[20000]}
+            words = r.stdout.split()
+            out[n] = int(words[words.index("RSS_KB") + 1]) / 1024
+            out[f"before_{n}"] = int(words[words.index("BEFORE_KB") + 1]) / 1024
+    return {"peak_rss_mib_2000": out[2000], "peak_rss_mib_20000": out[20000],
+            "peak_before_the_call_mib": out["before_2000"]}
 
 
 def main() -> None:
