@@ -318,3 +318,14 @@ def test_a_store_cut_short_while_being_created_is_created_again(single, tmp_path
     g.create_array("attributions", shape=(3,), dtype="f4")  # killed before `complete`
     _same(_run(tmp_path, "integrated_gradients"),
           open_attributions(single / "integrated_gradients.zarr"))
+
+
+def test_neuron_gradient_shap_draws_per_example(tmp_path):
+    net, (x, _) = W.model(), W.data()
+    kw = {"neuron_selector": (2,), "baselines": torch.zeros(3, 6), "n_samples": 4, "stdevs": 0.2}
+    store = attribute_dataset(fnattr.neuron_gradient_shap, net, x, tmp_path / "n.zarr",
+                              layer="fc1", seed=5, batch_size=16, **kw)
+    ref = torch.cat([fnattr.neuron_gradient_shap(net, "fc1", x[i:i + 1], generator=
+                                                 example_generator(5, i), **kw)
+                     for i in range(len(x))]).detach()
+    np.testing.assert_allclose(store["attributions"][:], ref, rtol=1e-6, atol=1e-7)
