@@ -120,7 +120,7 @@ def _chunk_files(store: Path, done: np.ndarray) -> dict:
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(single, tmp_path):
-    cmd = [sys.executable, WORKER, str(tmp_path), "gradient_shap", "--delay", "0.02"]
+    cmd = [sys.executable, WORKER, str(tmp_path), "gradient_shap", "--delay", "0.05"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     path = tmp_path / "gradient_shap.zarr"
     deadline = time.monotonic() + 120
