@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import _engine as _fn_engine
-from . import _shard, _store
+from . import _store
 from ._data import Items, collate
 
 __all__ = ["example_generator", "per_example_draw", "batches", "Writer", "run_chunks"]
