@@ -5,6 +5,7 @@ here; see the README for the composable core.
 """
 
 from ._compile import compile
+from .dataset import attribute_dataset, open_attributions
 from ._engine import functional, transforms_active
 from ._normalize import each
 from ._methods import (
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeconvReLU",
     "GuidedReLU",
+    "attribute_dataset",
     "compile",
     "convergence_delta",
     "deconv_relu",
@@ -66,6 +68,8 @@ __all__ = [
     "neuron_integrated_gradients",
     "neuron_objective",
     "noise_tunnel",
+
+    "open_attributions",
     "path_average",
     "quadrature",
     "sample_paths",
