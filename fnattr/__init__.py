@@ -5,6 +5,7 @@ here; see the README for the composable core.
 """
 
 from ._compile import compile
+from .dataset import attribute_dataset, open_attributions
 from ._functional import functional, transforms_active, with_rule
 from ._normalize import each
 from ._methods import (
@@ -34,11 +35,14 @@ from ._transforms import (
     sample_paths,
 )
 
+from . import metrics  # noqa: E402  (fnattr.metrics: evaluation metrics)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "DeconvReLU",
     "GuidedReLU",
+    "attribute_dataset",
     "compile",
     "convergence_delta",
     "deconv_relu",
@@ -62,6 +66,8 @@ __all__ = [
     "neuron_integrated_gradients",
     "neuron_objective",
     "noise_tunnel",
+
+    "open_attributions",
     "path_average",
     "quadrature",
     "sample_paths",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import itertools
 import numbers
@@ -39,10 +40,10 @@ from torch import nn
 
 from . import _methods  # noqa: F401  (fills the catalog)
 from . import _normalize as N
-from ._boundary import binder, draw_paths
-from ._catalog import lookup
+from ._boundary import binder
+from ._catalog import Method, lookup
 from ._engine import Slots
-from ._functional import functional, with_rule
+from ._functional import Functional, functional, with_rule
 from ._rules import deconv_relu, guided_relu
 from ._transforms import quadrature
 
@@ -110,29 +111,17 @@ def compile(
     entry = lookup(method)
     if entry is None:
         raise ValueError(f"`method` must be one of fnattr's attribution methods, got {method!r}")
-    f = functional(forward_func)
-    needs_layer = entry.needs_layer
-    if needs_layer:
-        if layer is None:
-            raise ValueError(f"`layer` is required to compile {method.__name__}")
-        layer = N.resolve_layer(f.root, layer)
-        f = dataclasses.replace(f, slots=Slots(layer))
-    elif layer is not None:
-        raise ValueError(f"`layer` is not an argument of {method.__name__}")
-    if entry.rule is not None:
-        f = with_rule(f, guided_relu if entry.rule == "guided" else deconv_relu)
+    f = prepare(entry, forward_func, layer)
     ready = {False: f, True: functional(f, detach=False)}  # built outside the graph
-
+    site = (f.slots.layer,) if entry.needs_layer else ()
     target = entry.core if entry.core is not None else method
-    site = (layer,) if needs_layer else ()
     bound = lambda *a, **k: target(*a, **k)
     # One code object per compiled function: dynamo's recompile limit counts per
     # code object, and every bound lambda would otherwise share one.
     bound.__code__ = bound.__code__.replace(
         co_name=f"fnattr_{method.__name__}_{next(_COUNTER)}")
     compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
-    bind = binder(method, 2 if needs_layer else 1, "compiled ")
-    core_names = None if entry.core is None else list(inspect.signature(entry.core).parameters)
+    bind = binder(method, 1 + len(site), "compiled ")
 
     def call(*args: Any, **kwargs: Any) -> Any:
         a = bind(args, kwargs)
@@ -143,12 +132,39 @@ def compile(
         if "n_steps" in a:  # quadrature is computed eagerly (numpy does not trace)
             quadrature(a["method"], a["n_steps"] + (entry.name == "layer_conductance"))
         fn = ready[bool(a.get("create_graph", False))]
-        if core_names is not None:  # sampled: the draws are made here, eagerly
-            a["paths"] = draw_paths({**a, "forward_func": fn})
-            a = {k: a[k] for k in core_names[1 + len(site):]}
-        with (f.slots if needs_layer else contextlib.nullcontext()):
+        if entry.core is not None:  # sampled: the draws are made here, eagerly
+            a = core_arguments(entry, a, fn)
+        with (f.slots if site else contextlib.nullcontext()):
             return compiled(fn, *site, **a)
 
     call.__name__ = f"compiled_{method.__name__}"
     call.__doc__ = method.__doc__
     return call
+
+
+def prepare(entry: Method, forward_func: Callable, layer: Any) -> Functional:
+    """The model of a compiled method as a :class:`Functional` built outside the
+    graph: its rule applied, and (layer methods) the layer's :class:`Slots`."""
+    f = functional(forward_func)
+    if entry.needs_layer:
+        if layer is None:
+            raise ValueError(f"`layer` is required to compile {entry.name}")
+        f = dataclasses.replace(f, slots=Slots(N.resolve_layer(f.root, layer)))
+    elif layer is not None:
+        raise ValueError(f"`layer` is not an argument of {entry.name}")
+    if entry.rule is not None:
+        f = with_rule(f, guided_relu if entry.rule == "guided" else deconv_relu)
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def _core_names(entry: Method) -> tuple[str, ...]:
+    names = list(inspect.signature(entry.core).parameters)
+    return tuple(names[2 if entry.needs_layer else 1:])
+
+
+def core_arguments(entry: Method, a: dict, f: Functional, draw: Callable | None = None) -> dict:
+    """A sampled method's core arguments from its bound arguments ``a``: the random
+    paths drawn here, eagerly (``draw``: the catalog's by default)."""
+    paths = (draw or entry.draw)({**a, "forward_func": f})
+    return {k: paths if k == "paths" else a[k] for k in _core_names(entry)}

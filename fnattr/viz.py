@@ -485,3 +485,5 @@ def save(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+from ._viz_metrics import deletion_curves, sanity_check  # noqa: E402,F401  (metric plots)
