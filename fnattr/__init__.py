@@ -12,7 +12,6 @@ from ._methods import (
     convergence_delta,
     deconvolution,
     gradient,
-    gradient_shap,
     guided_backprop,
     integrated_gradients,
     internal_influence,
@@ -20,10 +19,10 @@ from ._methods import (
     layer_conductance,
     neuron_deconvolution,
     neuron_gradient,
-    neuron_gradient_shap,
     neuron_guided_backprop,
     neuron_integrated_gradients,
 )
+from ._shap import gradient_shap, neuron_gradient_shap
 from ._noise import noise_tunnel
 from ._objectives import neuron_objective, target_objective, targets_objective
 from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu

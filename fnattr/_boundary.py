@@ -31,7 +31,6 @@ import functools
 import inspect
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from . import _normalize as N
@@ -116,7 +115,7 @@ def normalize(a: dict, path: str = "none", rule: str | None = None) -> tuple[dic
     if "stdevs" in a:
         a["stdevs"] = N.format_stdevs(a["stdevs"], len(xs))
     if "generator" in a:
-        _check_generator(a["generator"])
+        N.check_generator(a["generator"])
     if path != "none" and not a.get("create_graph") and not transforms_active():
         xs = _detached(xs)  # path ends are constants unless the result must be differentiable
         if "baselines" in a:
@@ -134,12 +133,6 @@ def _baselines(baselines: Any, xs: tuple, raw: Any, sampled: bool) -> tuple:
         raise ValueError(
             "`baselines` is required for gradient SHAP (a distribution of reference rows)")
     return N.format_baselines(baselines, xs, distribution=True)
-
-
-def _check_generator(generator: Any) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def _detached(tensors: tuple) -> tuple:

@@ -2,8 +2,9 @@
 
 ``fnattr.compile``, the CLI's method table, the demo, the Captum-compatible
 shells and the cross-method tests are built from :data:`CATALOG`; adding a
-method is one :func:`register` call next to its definition plus its tests
-(the checklist is in ``docs/DESIGN.md``, "Adding a method").
+method is its definition under ``@attribution(site, ...)`` (which calls
+:func:`register`, :mod:`fnattr._boundary`) plus its tests (the checklist is
+in ``docs/DESIGN.md``, "Adding a method").
 
 A :class:`Method` records:
 
@@ -15,8 +16,9 @@ A :class:`Method` records:
   as their second argument.
 * ``path``: ``"none"`` (one gradient), ``"quadrature"`` (deterministic points
   ``n_steps``/``method``) or ``"sampled"`` (random points drawn from a
-  ``generator``; ``draw`` draws them and ``core`` computes the result from
-  explicit draws, which is what compiles).
+  ``generator``; ``draw(bound_arguments) -> paths`` draws them and ``core``,
+  the method with a ``paths`` argument in place of the drawing arguments,
+  computes the result from explicit draws, which is what compiles).
 * ``rule``: ``"guided"``/``"deconv"`` when the method runs under a ReLU rule.
 * ``delta``: whether ``return_convergence_delta`` is accepted.
 * ``compat``: the name of its Captum class in :mod:`fnattr.compat`.

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import _methods  # noqa: F401  (fills the catalog)
+from . import _methods, _shap  # noqa: F401  (they fill the catalog)
 from . import _normalize as N
 from ._boundary import binder
 from ._catalog import Method, lookup

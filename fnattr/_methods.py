@@ -11,28 +11,20 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _normalize as N
-from ._boundary import attribution, boundary, draw_paths
+from ._boundary import attribution
 from ._engine import Site
 from ._functional import functional
-from ._objectives import Objective, target_objective
-from ._transforms import (
-    completeness_gap,
-    path_average,
-    quadrature,
-    sample_paths,
-    site_gradient,
-)
+from ._objectives import target_objective
+from ._transforms import completeness_gap, path_average, quadrature, site_gradient
 
 __all__ = [
     "convergence_delta",
     "deconvolution",
     "gradient",
-    "gradient_shap",
     "guided_backprop",
     "integrated_gradients",
     "internal_influence",
@@ -40,10 +32,199 @@ __all__ = [
     "layer_conductance",
     "neuron_deconvolution",
     "neuron_gradient",
-    "neuron_gradient_shap",
     "neuron_guided_backprop",
     "neuron_integrated_gradients",
 ]
+
+
+@attribution("inputs", compat="Saliency")
+def gradient(
+    forward_func: Callable,
+    inputs: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Gradient of the target output with respect to the inputs (signed saliency).
+
+    Captum's ``Saliency(abs=False)``; the base that ReLU rules turn into
+    guided backprop and deconvolution.
+
+    >>> g = gradient(model, x, target=3)
+    """
+    return site_gradient(forward_func, create_graph=create_graph)(
+        inputs, target, additional_forward_args)
+
+
+@attribution("inputs", path="quadrature", delta=True, compat="IntegratedGradients")
+def integrated_gradients(
+    forward_func: Callable,
+    inputs: N.TensorOrTuple,
+    baselines: N.BaselineType = None,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    return_convergence_delta: bool = False,
+    multiply_by_inputs: bool = True,
+    *,
+    create_graph: bool = False,
+) -> Any:
+    """Path integral of the input gradient times ``input - baseline``.
+
+    Captum's ``IntegratedGradients``: :func:`path_average` of the input
+    gradient over ``method``'s quadrature, multiplied by ``x - b``. Satisfies
+    completeness up to the quadrature error.
+
+    References:
+        Sundararajan et al., "Axiomatic Attribution for Deep Networks",
+        https://arxiv.org/abs/1703.01365
+
+    >>> attr, delta = integrated_gradients(model, x, target=0, return_convergence_delta=True)
+    """
+    grad = site_gradient(forward_func, create_graph=create_graph)
+    attrs = path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
+                         additional_forward_args=additional_forward_args,
+                         multiply_by_delta=multiply_by_inputs, stacked=True,
+                         internal_batch_size=internal_batch_size)
+    return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
+                                    additional_forward_args) if return_convergence_delta else None)
+
+
+@attribution("inputs", rule="guided", compat="GuidedBackprop")
+def guided_backprop(
+    model: Callable,
+    inputs: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Gradient with every ReLU's backward replaced by the guided rule.
+
+    Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
+    guided_relu), ...)``. Differs from Captum in reaching every ReLU the
+    forward runs (``F.relu``, ``torch.relu``, ``Tensor.relu`` and in-place
+    forms, not only ``nn.ReLU`` modules) and in printing no warnings.
+
+    References:
+        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
+
+    >>> attr = guided_backprop(model, x, target=3)
+    """
+    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
+
+
+@attribution("inputs", rule="deconv", compat="Deconvolution")
+def deconvolution(
+    model: Callable,
+    inputs: N.TensorOrTuple,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Gradient with every ReLU's backward replaced by the deconvolution rule.
+
+    Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
+    reaches every ReLU the forward runs (see :func:`with_rule`).
+
+    References:
+        Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901
+
+    >>> attr = deconvolution(model, x, target=3)
+    """
+    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
+
+
+@attribution("layer", path="quadrature", compat="InternalInfluence")
+def internal_influence(
+    forward_func: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    baselines: N.BaselineType = None,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    *,
+    create_graph: bool = False,
+) -> N.TensorOrTuple:
+    """Integral of the layer gradient along the straight path baseline -> input.
+
+    Captum's ``InternalInfluence`` as one function: the layer gradient of the
+    target output, averaged with ``method``'s quadrature weights over
+    ``n_steps`` points ``baseline + alpha * (input - baseline)``. All points
+    go through the model as one expanded batch (``internal_batch_size`` rows
+    at most per forward) with one backward, and no graph is recorded for the
+    parameters unless ``create_graph=True``.
+
+    References:
+        Leino et al., "Influence-Directed Explanations for Deep Convolutional
+        Networks", https://arxiv.org/abs/1802.03788
+
+    Args:
+        forward_func, layer, inputs, baselines, target, additional_forward_args,
+        n_steps, method, internal_batch_size, attribute_to_layer_input,
+        create_graph: see "Shared arguments".
+
+    Returns:
+        Attributions shaped like the layer's output (input); a tuple when the
+        layer's value is a tuple of several tensors.
+
+    >>> attr = internal_influence(model, model.conv2, x, target=3, n_steps=32)
+    """
+    grad = site_gradient(forward_func, Site(layer, attribute_to_layer_input), wrt_site=True,
+                         create_graph=create_graph)
+    return path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
+                        additional_forward_args=additional_forward_args, stacked=True,
+                        internal_batch_size=internal_batch_size)
+
+
+@attribution("layer", path="quadrature", delta=True, compat="LayerConductance")
+def layer_conductance(
+    forward_func: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    baselines: N.BaselineType = None,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+    *,
+    create_graph: bool = False,
+) -> Any:
+    """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
+
+    Captum's ``LayerConductance``: the layer gradient at ``n_steps + 1`` path
+    points (``method``'s nodes for ``n_steps + 1``) times the change of the
+    layer's value to the next point, summed. The layer attributions sum to
+    ``f(x) - f(b)`` up to the discretization error (layer completeness).
+
+    References:
+        Dhamdhere et al., "How Important Is a Neuron?", https://arxiv.org/abs/1805.12233
+
+    >>> attr = layer_conductance(model, model.fc1, x, target=0, method="riemann_trapezoid")
+    """
+    alphas, _ = quadrature(method, n_steps + 1)
+    grad = site_gradient(forward_func, Site(layer, attribute_to_layer_input), wrt_site=True,
+                         create_graph=create_graph, return_value=True)
+    per_point = path_average(grad, inputs, baselines, alphas, [1.0] * len(alphas), target=target,
+                             additional_forward_args=additional_forward_args, stacked=True,
+                             internal_batch_size=internal_batch_size, reduce=False)
+    half = len(per_point) // 2  # (K, steps, N, ...) gradients, then the layer values
+    attrs = tuple((g[:, :-1] * (v[:, 1:] - v[:, :-1])).sum(1)
+                  for g, v in zip(per_point[:half], per_point[half:]))
+    return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
+                                    additional_forward_args) if return_convergence_delta else None)
 
 
 @attribution("neuron", compat="NeuronGradient")
@@ -95,50 +276,78 @@ def neuron_gradient(
                          chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
 
 
-@attribution("layer", path="quadrature", compat="InternalInfluence")
-def internal_influence(
+@attribution("neuron", path="quadrature", compat="NeuronIntegratedGradients")
+def neuron_integrated_gradients(
     forward_func: Callable,
     layer: nn.Module | str,
     inputs: N.TensorOrTuple,
+    neuron_selector: Any,
     baselines: N.BaselineType = None,
-    target: N.TargetType = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
     internal_batch_size: int | None = None,
-    attribute_to_layer_input: bool = False,
+    attribute_to_neuron_input: bool = False,
+    multiply_by_inputs: bool = True,
     *,
     create_graph: bool = False,
+    chunk_size: int | None = None,
 ) -> N.TensorOrTuple:
-    """Integral of the layer gradient along the straight path baseline -> input.
+    """Integrated gradients of a neuron (Captum's ``NeuronIntegratedGradients``).
 
-    Captum's ``InternalInfluence`` as one function: the layer gradient of the
-    target output, averaged with ``method``'s quadrature weights over
-    ``n_steps`` points ``baseline + alpha * (input - baseline)``. All points
-    go through the model as one expanded batch (``internal_batch_size`` rows
-    at most per forward) with one backward, and no graph is recorded for the
-    parameters unless ``create_graph=True``.
+    :func:`path_average` of :func:`neuron_gradient` times ``x - b``; a list of
+    selectors gives all neurons from one pass.
 
-    References:
-        Leino et al., "Influence-Directed Explanations for Deep Convolutional
-        Networks", https://arxiv.org/abs/1802.03788
-
-    Args:
-        forward_func, layer, inputs, baselines, target, additional_forward_args,
-        n_steps, method, internal_batch_size, attribute_to_layer_input,
-        create_graph: see "Shared arguments".
-
-    Returns:
-        Attributions shaped like the layer's output (input); a tuple when the
-        layer's value is a tuple of several tensors.
-
-    >>> attr = internal_influence(model, model.conv2, x, target=3, n_steps=32)
+    >>> attr = neuron_integrated_gradients(model, model.fc1, x, (3,))
     """
-    grad = site_gradient(forward_func, Site(layer, attribute_to_layer_input), wrt_site=True,
-                         create_graph=create_graph)
-    return path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
-                        additional_forward_args=additional_forward_args, stacked=True,
+    grad = site_gradient(forward_func, Site(layer, attribute_to_neuron_input),
+                         create_graph=create_graph, chunk_size=chunk_size)
+    return path_average(grad, inputs, baselines, *quadrature(method, n_steps),
+                        target=neuron_selector, additional_forward_args=additional_forward_args,
+                        multiply_by_delta=multiply_by_inputs, stacked=True,
                         internal_batch_size=internal_batch_size)
+
+
+@attribution("neuron", rule="guided", compat="NeuronGuidedBackprop")
+def neuron_guided_backprop(
+    model: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    neuron_selector: Any,
+    additional_forward_args: Any = None,
+    attribute_to_neuron_input: bool = False,
+    *,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> N.TensorOrTuple:
+    """Neuron gradient under the guided ReLU rule (Captum's ``NeuronGuidedBackprop``).
+
+    >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
+    """
+    site = Site(layer, attribute_to_neuron_input)
+    return site_gradient(model, site, create_graph=create_graph,
+                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
+
+
+@attribution("neuron", rule="deconv", compat="NeuronDeconvolution")
+def neuron_deconvolution(
+    model: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    neuron_selector: Any,
+    additional_forward_args: Any = None,
+    attribute_to_neuron_input: bool = False,
+    *,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> N.TensorOrTuple:
+    """Neuron gradient under the deconvolution rule (Captum's ``NeuronDeconvolution``).
+
+    >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
+    """
+    site = Site(layer, attribute_to_neuron_input)
+    return site_gradient(model, site, create_graph=create_graph,
+                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
 
 
 def convergence_delta(
@@ -204,351 +413,3 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
             f"{tuple(layer_attribution.shape)}"
         )
     return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
-
-
-@attribution("inputs", compat="Saliency")
-def gradient(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
-    additional_forward_args: Any = None,
-    *,
-    create_graph: bool = False,
-) -> N.TensorOrTuple:
-    """Gradient of the target output with respect to the inputs (signed saliency).
-
-    Captum's ``Saliency(abs=False)``; the base that ReLU rules turn into
-    guided backprop and deconvolution.
-
-    >>> g = gradient(model, x, target=3)
-    """
-    return site_gradient(forward_func, create_graph=create_graph)(
-        inputs, target, additional_forward_args)
-
-
-@attribution("inputs", rule="guided", compat="GuidedBackprop")
-def guided_backprop(
-    model: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
-    additional_forward_args: Any = None,
-    *,
-    create_graph: bool = False,
-) -> N.TensorOrTuple:
-    """Gradient with every ReLU's backward replaced by the guided rule.
-
-    Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
-    guided_relu), ...)``. Differs from Captum in reaching every ReLU the
-    forward runs (``F.relu``, ``torch.relu``, ``Tensor.relu`` and in-place
-    forms, not only ``nn.ReLU`` modules) and in printing no warnings.
-
-    References:
-        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
-
-    >>> attr = guided_backprop(model, x, target=3)
-    """
-    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
-
-
-@attribution("inputs", rule="deconv", compat="Deconvolution")
-def deconvolution(
-    model: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
-    additional_forward_args: Any = None,
-    *,
-    create_graph: bool = False,
-) -> N.TensorOrTuple:
-    """Gradient with every ReLU's backward replaced by the deconvolution rule.
-
-    Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
-    reaches every ReLU the forward runs (see :func:`with_rule`).
-
-    References:
-        Zeiler & Fergus, "Visualizing and Understanding Convolutional
-        Networks", https://arxiv.org/abs/1311.2901
-
-    >>> attr = deconvolution(model, x, target=3)
-    """
-    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
-
-
-@attribution("neuron", rule="guided", compat="NeuronGuidedBackprop")
-def neuron_guided_backprop(
-    model: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
-    additional_forward_args: Any = None,
-    attribute_to_neuron_input: bool = False,
-    *,
-    create_graph: bool = False,
-    chunk_size: int | None = None,
-) -> N.TensorOrTuple:
-    """Neuron gradient under the guided ReLU rule (Captum's ``NeuronGuidedBackprop``).
-
-    >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
-    """
-    site = Site(layer, attribute_to_neuron_input)
-    return site_gradient(model, site, create_graph=create_graph,
-                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
-
-
-@attribution("neuron", rule="deconv", compat="NeuronDeconvolution")
-def neuron_deconvolution(
-    model: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
-    additional_forward_args: Any = None,
-    attribute_to_neuron_input: bool = False,
-    *,
-    create_graph: bool = False,
-    chunk_size: int | None = None,
-) -> N.TensorOrTuple:
-    """Neuron gradient under the deconvolution rule (Captum's ``NeuronDeconvolution``).
-
-    >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
-    """
-    site = Site(layer, attribute_to_neuron_input)
-    return site_gradient(model, site, create_graph=create_graph,
-                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
-
-
-def _gradient_shap(forward_func: Callable, inputs: tuple, paths: tuple, target: Objective,
-                   additional_forward_args: tuple = (), return_convergence_delta: bool = False,
-                   multiply_by_inputs: bool = True, *, create_graph: bool = False,
-                   internal_batch_size: int | None = None) -> tuple:
-    """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
-    ends, starts, alphas = paths
-    s, n = alphas.shape
-    per_sample = path_average(site_gradient(forward_func, create_graph=create_graph), ends,
-                              starts, alphas, [1.0] * s, target=target,
-                              additional_forward_args=additional_forward_args,
-                              multiply_by_delta=multiply_by_inputs, stacked=True,
-                              internal_batch_size=internal_batch_size, reduce=False)
-    attrs = tuple(p.mean(1) for p in per_sample)
-    if not return_convergence_delta:
-        return attrs, None
-    flat = lambda t, lead: t.transpose(lead, lead + 1).flatten(lead, lead + 1)  # example-major
-    return attrs, completeness_gap(
-        forward_func, tuple(flat(p, 1) for p in per_sample), tuple(flat(t, 0) for t in starts),
-        tuple(flat(t, 0) for t in ends), target.repeat(s),
-        N.repeat_interleave_args(additional_forward_args, s, n))
-
-
-def _neuron_gradient_shap(forward_func: Callable, layer: Any, inputs: tuple, paths: tuple,
-                          neuron_selector: Objective, additional_forward_args: tuple = (),
-                          attribute_to_neuron_input: bool = False,
-                          multiply_by_inputs: bool = True, *, create_graph: bool = False,
-                          internal_batch_size: int | None = None,
-                          chunk_size: int | None = None) -> tuple:
-    """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
-    ends, starts, alphas = paths
-    s = alphas.shape[0]
-    grad = site_gradient(forward_func, Site(layer, attribute_to_neuron_input),
-                         create_graph=create_graph, chunk_size=chunk_size)
-    return path_average(grad, ends, starts, alphas, [1.0 / s] * s, target=neuron_selector,
-                        additional_forward_args=additional_forward_args,
-                        multiply_by_delta=multiply_by_inputs, stacked=True,
-                        internal_batch_size=internal_batch_size)
-
-
-@attribution("inputs", path="sampled", delta=True, compat="GradientShap",
-             draw=draw_paths, core=boundary(_gradient_shap, "inputs", path="sampled", delta=True))
-def gradient_shap(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    baselines: Any,
-    n_samples: int = 5,
-    stdevs: float | tuple[float, ...] = 0.0,
-    target: N.TargetType = None,
-    additional_forward_args: Any = None,
-    return_convergence_delta: bool = False,
-    multiply_by_inputs: bool = True,
-    *,
-    generator: torch.Generator | None = None,
-    create_graph: bool = False,
-    internal_batch_size: int | None = None,
-) -> Any:
-    """Expected gradient over random points on random paths (GradientSHAP).
-
-    Captum's ``GradientShap``: the same path average as integrated gradients
-    with the quadrature replaced by samples (see :func:`sample_paths`): a
-    baseline row drawn from ``baselines``, Gaussian noise on the input, a
-    uniform position on the path; the gradient there is multiplied by
-    ``noisy input - baseline`` when ``multiply_by_inputs``. Differs from Captum
-    in drawing every random number from ``generator`` (bit-identical results
-    for the same generator state; numpy's RNG is never used) and in bounding
-    memory with ``internal_batch_size`` rows per forward.
-
-    References:
-        Lundberg & Lee, "A Unified Approach to Interpreting Model
-        Predictions", https://arxiv.org/abs/1705.07874
-
-    Args:
-        forward_func, inputs, target, additional_forward_args, create_graph,
-        internal_batch_size: see "Shared arguments".
-        baselines: reference rows (a tensor, a tuple, or a callable returning
-            them, called with ``inputs`` if it takes an argument).
-        n_samples: samples per example.
-        stdevs: noise standard deviation(s), one float or one per input.
-        return_convergence_delta: also return ``sum(attr) - (f(x') - f(b))``
-            per example and sample, example-major (``N * n_samples`` values).
-        multiply_by_inputs: multiply by ``x' - b`` (global attribution).
-        generator: the source of all randomness.
-
-    Returns:
-        Attributions shaped like ``inputs`` (and the deltas).
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> attr = gradient_shap(model, x, baselines=torch.zeros(8, 3, 32, 32), target=1,
-    ...                      n_samples=20, generator=g)
-    """
-    paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
-    return _gradient_shap(forward_func, inputs, paths, target, additional_forward_args,
-                          return_convergence_delta, multiply_by_inputs,
-                          create_graph=create_graph, internal_batch_size=internal_batch_size)
-
-
-@attribution("neuron", path="sampled", compat="NeuronGradientShap",
-             draw=draw_paths, core=boundary(_neuron_gradient_shap, "neuron", path="sampled"))
-def neuron_gradient_shap(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
-    baselines: Any,
-    n_samples: int = 5,
-    stdevs: float | tuple[float, ...] = 0.0,
-    additional_forward_args: Any = None,
-    attribute_to_neuron_input: bool = False,
-    multiply_by_inputs: bool = True,
-    *,
-    generator: torch.Generator | None = None,
-    create_graph: bool = False,
-    internal_batch_size: int | None = None,
-    chunk_size: int | None = None,
-) -> N.TensorOrTuple:
-    """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
-
-    Captum's ``NeuronGradientShap``. A list of selectors shares one set of
-    draws, so slice ``k`` equals the single-selector call with the same seed.
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> attr = neuron_gradient_shap(model, model.fc1, x, (4,), torch.zeros(8, 10), generator=g)
-    """
-    paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
-    return _neuron_gradient_shap(forward_func, layer, inputs, paths, neuron_selector,
-                                 additional_forward_args, attribute_to_neuron_input,
-                                 multiply_by_inputs, create_graph=create_graph,
-                                 internal_batch_size=internal_batch_size, chunk_size=chunk_size)
-
-
-@attribution("inputs", path="quadrature", delta=True, compat="IntegratedGradients")
-def integrated_gradients(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
-    additional_forward_args: Any = None,
-    n_steps: int = 50,
-    method: str = "gausslegendre",
-    internal_batch_size: int | None = None,
-    return_convergence_delta: bool = False,
-    multiply_by_inputs: bool = True,
-    *,
-    create_graph: bool = False,
-) -> Any:
-    """Path integral of the input gradient times ``input - baseline``.
-
-    Captum's ``IntegratedGradients``: :func:`path_average` of the input
-    gradient over ``method``'s quadrature, multiplied by ``x - b``. Satisfies
-    completeness up to the quadrature error.
-
-    References:
-        Sundararajan et al., "Axiomatic Attribution for Deep Networks",
-        https://arxiv.org/abs/1703.01365
-
-    >>> attr, delta = integrated_gradients(model, x, target=0, return_convergence_delta=True)
-    """
-    grad = site_gradient(forward_func, create_graph=create_graph)
-    attrs = path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
-                         additional_forward_args=additional_forward_args,
-                         multiply_by_delta=multiply_by_inputs, stacked=True,
-                         internal_batch_size=internal_batch_size)
-    return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
-                                    additional_forward_args) if return_convergence_delta else None)
-
-
-@attribution("neuron", path="quadrature", compat="NeuronIntegratedGradients")
-def neuron_integrated_gradients(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
-    baselines: N.BaselineType = None,
-    additional_forward_args: Any = None,
-    n_steps: int = 50,
-    method: str = "gausslegendre",
-    internal_batch_size: int | None = None,
-    attribute_to_neuron_input: bool = False,
-    multiply_by_inputs: bool = True,
-    *,
-    create_graph: bool = False,
-    chunk_size: int | None = None,
-) -> N.TensorOrTuple:
-    """Integrated gradients of a neuron (Captum's ``NeuronIntegratedGradients``).
-
-    :func:`path_average` of :func:`neuron_gradient` times ``x - b``; a list of
-    selectors gives all neurons from one pass.
-
-    >>> attr = neuron_integrated_gradients(model, model.fc1, x, (3,))
-    """
-    grad = site_gradient(forward_func, Site(layer, attribute_to_neuron_input),
-                         create_graph=create_graph, chunk_size=chunk_size)
-    return path_average(grad, inputs, baselines, *quadrature(method, n_steps),
-                        target=neuron_selector, additional_forward_args=additional_forward_args,
-                        multiply_by_delta=multiply_by_inputs, stacked=True,
-                        internal_batch_size=internal_batch_size)
-
-
-@attribution("layer", path="quadrature", delta=True, compat="LayerConductance")
-def layer_conductance(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
-    additional_forward_args: Any = None,
-    n_steps: int = 50,
-    method: str = "gausslegendre",
-    internal_batch_size: int | None = None,
-    return_convergence_delta: bool = False,
-    attribute_to_layer_input: bool = False,
-    *,
-    create_graph: bool = False,
-) -> Any:
-    """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
-
-    Captum's ``LayerConductance``: the layer gradient at ``n_steps + 1`` path
-    points (``method``'s nodes for ``n_steps + 1``) times the change of the
-    layer's value to the next point, summed. The layer attributions sum to
-    ``f(x) - f(b)`` up to the discretization error (layer completeness).
-
-    References:
-        Dhamdhere et al., "How Important Is a Neuron?", https://arxiv.org/abs/1805.12233
-
-    >>> attr = layer_conductance(model, model.fc1, x, target=0, method="riemann_trapezoid")
-    """
-    alphas, _ = quadrature(method, n_steps + 1)
-    grad = site_gradient(forward_func, Site(layer, attribute_to_layer_input), wrt_site=True,
-                         create_graph=create_graph, return_value=True)
-    per_point = path_average(grad, inputs, baselines, alphas, [1.0] * len(alphas), target=target,
-                             additional_forward_args=additional_forward_args, stacked=True,
-                             internal_batch_size=internal_batch_size, reduce=False)
-    half = len(per_point) // 2  # (K, steps, N, ...) gradients, then the layer values
-    attrs = tuple((g[:, :-1] * (v[:, 1:] - v[:, :-1])).sum(1)
-                  for g, v in zip(per_point[:half], per_point[half:]))
-    return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
-                                    additional_forward_args) if return_convergence_delta else None)

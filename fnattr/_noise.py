@@ -104,9 +104,7 @@ def draw_noise(xs: tuple[Tensor, ...], nt_samples: Any, stdevs: Any, baselines: 
     """
     nt_samples = N.check_positive_int(nt_samples, "nt_samples")
     sds = N.format_stdevs(stdevs, len(xs))
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    N.check_generator(generator)
     for x in xs:
         if not x.is_floating_point():
             raise TypeError(f"`inputs` must be floating point to take noise, got {x.dtype}")

@@ -145,6 +145,12 @@ def format_stdevs(stdevs: Any, n_inputs: int) -> tuple[float, ...]:
     return tuple(float(s) for s in tup)
 
 
+def check_generator(generator: Any) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+
+
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")

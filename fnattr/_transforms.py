@@ -17,6 +17,7 @@ README's "Composable core" section).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,16 +27,12 @@ from torch import Tensor, nn
 from . import _engine, _normalize as N
 from ._engine import INPUTS, Site
 from ._functional import Functional, functional
-from ._objectives import (Objective, _target_rows, as_objective, neuron_objective,
-                          target_objective, targets_objective)
+from ._objectives import Objective, _target_rows, as_objective
 
 __all__ = [
     "completeness_gap",
     "site_gradient",
     "quadrature",
-    "target_objective",
-    "targets_objective",
-    "neuron_objective",
     "input_gradients",
     "layer_gradients",
     "path_average",
@@ -211,7 +208,7 @@ def completeness_gap(f: Callable, attributions: Sequence[Tensor], starts: Sequen
     with torch.no_grad():
         f_end = objective.totals(f(*ends, *args))
         f_start = objective.totals(f(*starts, *args))
-        total = sum(a.reshape(*a.shape[:2], -1).sum(2) for a in attributions)
+        total = sum(a.reshape(*a.shape[:2], math.prod(a.shape[2:])).sum(2) for a in attributions)
     return total - (f_end - f_start)
 
 
