@@ -87,6 +87,7 @@ def test_quick_runs_write_to_a_fresh_directory_and_remove_their_inductor_cache(m
 
     a, b = run.parse(["--quick"]), run.parse(["--quick"])
     assert a.out.parent != b.out.parent and a.out.parent.exists()
+    a.out.parent.rmdir(), b.out.parent.rmdir()
     seen = []
     monkeypatch.setattr(run, "_main", lambda argv, cache_dir: seen.append(cache_dir) or {})
     run.main(["--quick"])
