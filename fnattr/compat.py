@@ -182,3 +182,34 @@ class NeuronDeconvolution(NeuronGuidedBackprop):
         return M.neuron_deconvolution(self.model, self.layer, inputs, neuron_selector,
                                       additional_forward_args, attribute_to_neuron_input,
                                       **kwargs)
+
+
+class LayerIntegratedGradients(_LayerShell):
+    """Captum's ``LayerIntegratedGradients`` over :func:`fnattr.layer_integrated_gradients`.
+
+    Inputs may be integer token ids (baselines then are token ids too).
+    """
+
+    _has_delta = True
+
+    def __init__(self, forward_func: Callable, layer: nn.Module,
+                 device_ids: list[int] | None = None, multiply_by_inputs: bool = True) -> None:
+        super().__init__(forward_func, layer, device_ids)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    def attribute(self, inputs: Any, baselines: Any = None, target: Any = None,
+                  additional_forward_args: Any = None, n_steps: int = 50,
+                  method: str = "gausslegendre", internal_batch_size: int | None = None,
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+                  grad_kwargs: dict | None = None, **kwargs: Any) -> Any:
+        from ._lig import layer_integrated_gradients
+
+        if grad_kwargs:
+            raise ValueError("`grad_kwargs` is not supported by fnattr (use create_graph=True)")
+        return layer_integrated_gradients(
+            self.forward_func, self.layer, inputs, baselines, target, additional_forward_args,
+            n_steps, method, internal_batch_size, return_convergence_delta,
+            attribute_to_layer_input, self._multiply_by_inputs, **kwargs)
+
+
+__all__.append("LayerIntegratedGradients")

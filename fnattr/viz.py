@@ -387,3 +387,7 @@ def save(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+from ._viz_tokens import token_matrix, tokens  # noqa: E402  (token attributions)
+
+__all__ += ["tokens", "token_matrix"]
