@@ -319,7 +319,11 @@ def test_compiles_on_token_ids_and_each_targets():
     torch.manual_seed(5)
     net, ids = TextNet().eval(), torch.randint(0, 20, (4, 6))
     mask = (torch.rand(4, 6) > 0.2).float()
-    compiled = fnattr.compile(fnattr.layer_integrated_gradients, net, net.emb)
+    # A plain callable over live parameters (as with Hugging Face models): the
+    # compiled result must not be attached to them (regression: it was, and
+    # AOTAutograd traced a double backward, which CPU flash attention lacks).
+    forward = lambda i, m: net(i, m)  # noqa: E731
+    compiled = fnattr.compile(fnattr.layer_integrated_gradients, forward, net.emb)
     kw = dict(baselines=0, additional_forward_args=mask, n_steps=5)
     for target in (1, 2, fnattr.each([0, 2])):  # a new int target reuses the graph
         got = compiled(ids, target=target, **kw)
@@ -328,3 +332,19 @@ def test_compiles_on_token_ids_and_each_targets():
         assert not got.requires_grad
     assert sum(counters["graph_break"].values()) == 0
     assert counters["stats"]["unique_graphs"] == 2  # one int target, one each([...])
+
+
+def test_language_models_example_matrix_equals_the_loop():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "language_models.py"
+    spec = importlib.util.spec_from_file_location("language_models", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    prompt, generated, matrix, loop = example.generated_x_prompt(k=3)
+    assert matrix.shape == (3, len(prompt)) and len(generated) == 3
+    close(matrix, loop)
+    sentence, scores = example.bert_token_scores()
+    assert scores.shape == (len(sentence),)
+    close(scores.norm(), torch.tensor(1.0))
