@@ -348,3 +348,15 @@ def test_language_models_example_matrix_equals_the_loop():
     sentence, scores = example.bert_token_scores()
     assert scores.shape == (len(sentence),)
     close(scores.norm(), torch.tensor(1.0))
+
+
+def test_under_vmap_and_torch_func_grad():
+    torch.manual_seed(6)
+    net, x = ConvNet().eval(), torch.randn(2, 3, 8, 8)
+    lig = lambda v: fnattr.layer_integrated_gradients(net, net.conv2, v, target=1,  # noqa: E731
+                                                      n_steps=4)
+    close(torch.func.vmap(lambda xi: lig(xi[None])[0])(x), lig(x))
+    xg = x.clone().requires_grad_()
+    total = fnattr.layer_integrated_gradients(net, net.conv2, xg, target=1, n_steps=4,
+                                              create_graph=True).sum()
+    close(torch.func.grad(lambda v: lig(v).sum())(x), torch.autograd.grad(total, xg)[0])
