@@ -25,6 +25,8 @@ from ._methods import (
     neuron_integrated_gradients,
 )
 from ._noise import noise_tunnel
+
+from ._lig import layer_integrated_gradients, token_scores
 from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
@@ -61,6 +63,7 @@ __all__ = [
     "interpolate",
     "layer_conductance",
     "layer_gradients",
+    "layer_integrated_gradients",
     "neuron_deconvolution",
     "neuron_gradient",
     "neuron_gradient_shap",
@@ -75,6 +78,7 @@ __all__ = [
     "sample_paths",
     "target_objective",
     "targets_objective",
+    "token_scores",
     "transforms_active",
     "with_rule",
 ]
