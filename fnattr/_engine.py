@@ -24,8 +24,10 @@ import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
 from . import _normalize as N
 
@@ -517,6 +519,25 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
     return tuple(torch.cat(chunks) for chunks in zip(*parts))
 
 
+class _FlatLinear(TorchFunctionMode):
+    """While compiling: ``F.linear`` of a contiguous 3-D input runs as linear of
+    its 2-D view, reshaped back.
+
+    ``at::linear`` does exactly this itself (``_flatten_nd_linear``), but traced
+    under ``torch.func.vjp`` its contiguity check specializes the batch size: every
+    new batch size recompiled (issue 12.13; ``torch.func.vjp`` of ``F.linear`` on a
+    ``(n, t, d)`` input, 3 batch sizes, 3 graphs). Written out in Python, the
+    reshape keeps the batch size symbolic; the numbers are the same (one
+    ``addmm`` on the 2-D view)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and not kwargs and args[0].dim() == 3 and args[0].is_contiguous():
+            x = args[0]
+            return func(x.reshape(-1, x.shape[-1]), *args[1:]).reshape(*x.shape[:-1], -1)
+        return func(*args, **kwargs)
+
+
 def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
                 read_at_layer, create_graph, chunk_size, return_value, substitute=None):
     n_inputs = len(inputs)
@@ -539,7 +560,8 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
             tap = _Tap(input_side, probes=primals if wrt_layer and replace is None else None,
                        read=_read_fn(objective, read_at_layer), at_call=at_call,
                        keep=return_value, substitute=replace)
-        out = forward_at(forward_func, xs, args, layer, tap)
+        with _FlatLinear() if torch.compiler.is_compiling() else contextlib.nullcontext():
+            out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         return values, (tap.value if return_value else ())
 
