@@ -24,6 +24,7 @@ from ._methods import (
 )
 from ._shap import gradient_shap, neuron_gradient_shap
 from ._noise import noise_tunnel
+from ._lig import layer_integrated_gradients, token_scores
 from ._objectives import neuron_objective, target_objective, targets_objective
 from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu
 from ._transforms import (
@@ -58,6 +59,7 @@ __all__ = [
     "interpolate",
     "layer_conductance",
     "layer_gradients",
+    "layer_integrated_gradients",
     "neuron_deconvolution",
     "neuron_gradient",
     "neuron_gradient_shap",
@@ -72,6 +74,7 @@ __all__ = [
     "sample_paths",
     "target_objective",
     "targets_objective",
+    "token_scores",
     "transforms_active",
     "with_rule",
 ]

@@ -97,11 +97,15 @@ class _Tap:
     in-place op can change it; its result is kept in ``self.read_out``.
     Only the layer's *last* call in a forward is probed and read (Captum's
     behaviour for reused modules), which ``at_call`` pins in functional mode.
+    ``substitute``: a tuple of tensors that *replace* the layer's value at
+    every call (Captum's layer integrated gradients), instead of probing it.
     """
 
     def __init__(self, input_side: bool, probes: Any = None,
                  read: Callable | None = None, at_call: int | None = None,
-                 keep: bool = False, stop: bool = False) -> None:
+                 keep: bool = False, stop: bool = False,
+                 substitute: tuple[Tensor, ...] | None = None) -> None:
+        self.substitute = substitute
         self.stop = stop
         self.input_side = input_side
         self.probes = probes
@@ -127,6 +131,9 @@ class _Tap:
         index = self.calls
         self.calls += 1
         self.shapes = [(t.shape, t.dtype, t.device) for t in tensors]
+        if self.substitute is not None:
+            tensors = _check_substitute(self.substitute, tensors, module)
+            return _as_value(tensors, value, is_seq, self.input_side)
         if self.at_call is not None and index != self.at_call:
             return None
         if self.probes == "lazy":
@@ -152,11 +159,28 @@ class _Tap:
             raise _StopForward
         if self.probes is None:
             return None
-        if self.input_side:
-            return tensors
-        if is_seq:
-            return type(value)(tensors) if isinstance(value, list) else tensors
-        return tensors[0]
+        return _as_value(tensors, value, is_seq, self.input_side)
+
+
+def _as_value(tensors: tuple[Tensor, ...], value: Any, is_seq: bool, input_side: bool) -> Any:
+    """``tensors`` in the form of the layer's ``value``, as a hook returns it."""
+    if input_side:
+        return tensors
+    if is_seq:
+        return type(value)(tensors) if isinstance(value, list) else tensors
+    return tensors[0]
+
+
+def _check_substitute(new: tuple[Tensor, ...], old: tuple[Tensor, ...],
+                      module: nn.Module) -> tuple[Tensor, ...]:
+    if len(new) != len(old) or any(n.shape != o.shape for n, o in zip(new, old)):
+        raise ValueError(
+            f"the layer {type(module).__name__}'s value has shapes "
+            f"{[tuple(o.shape) for o in old]} here but {[tuple(n.shape) for n in new]} "
+            "where it was read: the layer's value must have the same shape at the "
+            "inputs, the baselines and the path points"
+        )
+    return new
 
 
 def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
@@ -265,6 +289,7 @@ def gradients(
     create_graph: bool = False,
     chunk_size: int | None = None,
     return_value: bool = False,
+    substitute: tuple[Tensor, ...] | None = None,
 ) -> Any:
     """Gradient of ``objective`` (summed over examples) at the inputs or at ``site``.
 
@@ -284,16 +309,19 @@ def gradients(
     ``chunk_size`` rows. ``None``: in eager mode, for ``objective.auto_chunk``,
     the largest power of two whose copies of the saved activations fit a
     per-device budget (:func:`_auto_chunk`); otherwise all K at once. With
-    ``return_value`` the layer's value is returned too: ``(grads, value)``.
+    ``return_value`` the layer's value is returned too: ``(grads, value)``. With
+    ``substitute`` (and ``wrt_site``) the layer's value is *replaced* by those
+    tensors at every call and the gradient is taken with respect to them (the
+    inputs may then be integers: nothing is differentiated at them).
     """
     read = objective.reads_layer and site.layer is not None
     if not transforms_active():
         stop = read and runs_once(f.root, site.layer)
         grads, value = _plain(f, inputs, args, objective, site, read, wrt_site, create_graph,
-                              chunk_size, return_value, stop)
+                              chunk_size, return_value, stop, substitute)
     else:
         grads, value = _functional(f, inputs, args, objective, site, read, wrt_site,
-                                   create_graph, chunk_size, return_value)
+                                   create_graph, chunk_size, return_value, substitute)
     return (grads, value) if return_value else grads
 
 
@@ -336,13 +364,17 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
 
 
 def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
-           return_value, stop):
+           return_value, stop, substitute):
     with torch.enable_grad():
         xs = tuple(inputs) if wrt_site else tuple(_variable(x) for x in inputs)
+        if substitute is not None:
+            substitute = tuple(_variable(t) for t in substitute)
         tap = None
         if site.layer is not None:
-            tap = _Tap(site.input_side, probes="lazy" if wrt_site else None,
-                       read=_read_fn(objective, read), keep=return_value, stop=stop)
+            tap = _Tap(site.input_side,
+                       probes="lazy" if wrt_site and substitute is None else None,
+                       read=_read_fn(objective, read), keep=return_value, stop=stop,
+                       substitute=substitute)
         counter = None
         if chunk_size is None and objective.auto_chunk and objective.k != 1:
             counter = _SavedBytes()
@@ -350,7 +382,7 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
               if counter is not None else contextlib.nullcontext()):
             out = forward_at(f, xs, args, site, tap)
         values = tap.read_out if read else objective.fn(out, None)
-        wrt = tap.created if wrt_site else xs
+        wrt = (substitute if substitute is not None else tap.created) if wrt_site else xs
         if counter is not None and values.dim() == 2:
             chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
         grads = _backward(values, wrt, create_graph, chunk_size)
@@ -393,11 +425,13 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
 
 
 def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
-                return_value):
+                return_value, substitute):
     n_inputs = len(inputs)
     at_call = None
     probes: tuple[Tensor, ...] = ()
-    if wrt_site:
+    if substitute is not None:  # the substitutes are the primals: no discovery forward
+        probes = tuple(substitute)
+    elif wrt_site:
         # One discovery forward for the probes' shapes (dead code under compile).
         scout = _Tap(site.input_side)
         with torch.no_grad():
@@ -409,26 +443,40 @@ def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, 
         xs = primals[:n_inputs] if not wrt_site else tuple(inputs)
         tap = None
         if site.layer is not None:
-            tap = _Tap(site.input_side, probes=primals if wrt_site else None,
-                       read=_read_fn(objective, read), at_call=at_call, keep=return_value)
+            replace = primals if substitute is not None else None
+            tap = _Tap(site.input_side,
+                       probes=primals if wrt_site and replace is None else None,
+                       read=_read_fn(objective, read), at_call=at_call, keep=return_value,
+                       substitute=replace)
         out = forward_at(f, xs, args, site, tap)
         values = tap.read_out if read else objective.fn(out, None)
         return values, (tap.value if return_value else ())
 
     primals = probes if wrt_site else tuple(inputs)
-    values, vjp_fn, value = torch.func.vjp(pure, *primals, has_aux=True)
+    # Compiled, without create_graph: nothing outside the vjp is differentiated.
+    # Without this, parameters a plain callable closes over (not detached by
+    # ``functional``) make the compiled outputs differentiable: AOTAutograd then
+    # traces a double backward (none exists for CPU flash attention) and saves
+    # activations for it. ``torch.func.vjp`` ignores an outer ``no_grad``.
+    outer = torch.no_grad() if torch.compiler.is_compiling() and not create_graph \
+        else contextlib.nullcontext()
+    with outer:
+        values, vjp_fn, value = torch.func.vjp(pure, *primals, has_aux=True)
+        grads = _vjp_rows(vjp_fn, values, f, chunk_size)
+    return grads, (value if return_value else None)
+
+
+def _vjp_rows(vjp_fn: Callable, values: Tensor, f: Functional,
+              chunk_size: int | None) -> tuple[Tensor, ...]:
+    """The vjp of every row of ``values`` (``(N,)``: one; ``(K, N)``: a leading K)."""
     if values.dim() == 1 or values.shape[0] == 1:
         grads = vjp_fn(torch.ones_like(values))
-        if values.dim() == 2:
-            grads = tuple(g.unsqueeze(0) for g in grads)
-    else:
-        k, n = values.shape
-        eye = _batched_eye(k, n, values)
-        if torch.compiler.is_compiling() and f.rule is not None:
-            # vmap over a custom autograd.Function does not compile
-            # (pytorch/pytorch#129845): one backward per row instead.
-            rows = [vjp_fn(eye[i]) for i in range(k)]
-            grads = tuple(torch.stack(g) for g in zip(*rows))
-        else:
-            grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(eye)
-    return grads, (value if return_value else None)
+        return grads if values.dim() == 1 else tuple(g.unsqueeze(0) for g in grads)
+    k, n = values.shape
+    eye = _batched_eye(k, n, values)
+    if torch.compiler.is_compiling() and f.rule is not None:
+        # vmap over a custom autograd.Function does not compile
+        # (pytorch/pytorch#129845): one backward per row instead.
+        rows = [vjp_fn(eye[i]) for i in range(k)]
+        return tuple(torch.stack(g) for g in zip(*rows))
+    return torch.func.vmap(vjp_fn, chunk_size=chunk_size)(eye)

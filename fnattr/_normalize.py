@@ -278,6 +278,10 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
     if not isinstance(output, Tensor):
         raise TypeError(
             f"the forward function must return a Tensor, got {type(output).__name__}"
+            + ("; a Hugging Face model returns a ModelOutput (a dict): pass a forward "
+               "function that returns its logits, e.g. `forward_func=lambda ids, mask: "
+               "model(ids, attention_mask=mask).logits` with `additional_forward_args=mask`"
+               if isinstance(output, dict) else "")
         )
     if target is None:
         selected = output
@@ -466,7 +470,14 @@ def select_neurons(value: TensorOrTuple, selectors: Sequence[Any]) -> Tensor | N
                 lin = lin * size + (int(i) + size if i < 0 else int(i))
             flat.append(lin)
         linear = torch.tensor(flat, dtype=torch.long, device=value.device)
-    return value.reshape(value.shape[0], -1)[:, linear].T
+    rows = value.reshape(value.shape[0], -1)
+    if torch.compiler.is_compiling():
+        # A one-hot product instead of the gather: vmap of the gather's (and of
+        # index_select's) backward specializes the batch size, so every new batch
+        # size recompiled (issue 12.13). Exact for finite values; costs a (K, layer
+        # size) one-hot matrix.
+        return torch.nn.functional.one_hot(linear, rows.shape[1]).to(rows.dtype) @ rows.T
+    return rows[:, linear].T
 
 
 def _linear_index(index: tuple, sizes: Sequence[int], device: torch.device) -> Tensor:

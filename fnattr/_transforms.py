@@ -147,6 +147,7 @@ def layer_gradients(
     create_graph: bool = False,
     chunk_size: int | None = None,
     return_value: bool = False,
+    substitute: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, ...]:
     """Gradient of ``objective`` (summed over examples) with respect to a layer's value.
 
@@ -154,7 +155,11 @@ def layer_gradients(
     with respect to the probe is returned, one tensor per tensor of the
     layer's value (Captum's tuple convention), with a leading ``K`` for a
     ``(K, N)`` objective. With ``return_value`` the layer's value is returned
-    too, as ``(grads, value)`` (a copy taken when the layer ran).
+    too, as ``(grads, value)`` (a copy taken when the layer ran). With
+    ``substitute`` (one tensor per tensor of the layer's value, same shapes)
+    the layer's value is *replaced* by those tensors at every call and the
+    gradient is taken at them: the inputs only drive the rest of the forward
+    and may be integer token ids (see :func:`fnattr.layer_integrated_gradients`).
 
     >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
     """
@@ -163,7 +168,8 @@ def layer_gradients(
     objective = as_objective(objective, reads_layer=False)
     out = _engine.gradients(f, inputs, additional_forward_args, objective, site,
                             wrt_site=True, create_graph=create_graph,
-                            chunk_size=_chunk(chunk_size), return_value=return_value)
+                            chunk_size=_chunk(chunk_size), return_value=return_value,
+                            substitute=substitute)
     return (_squeeze(out[0], objective), out[1]) if return_value else _squeeze(out, objective)
 
 

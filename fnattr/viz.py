@@ -487,3 +487,7 @@ def save(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     return path
 
 from ._viz_metrics import deletion_curves, sanity_check  # noqa: E402,F401  (metric plots)
+
+from ._viz_tokens import token_matrix, tokens  # noqa: E402  (token attributions)
+
+__all__ += ["deletion_curves", "sanity_check", "tokens", "token_matrix"]
