@@ -89,8 +89,11 @@ def test_one_process_equals_per_batch_api(single, name):
     assert store["attributions"].metadata.dimension_names == ("example", "attributions_1")
 
 
-def test_torchrun_two_processes_equal_one_process(single, tmp_path):
-    r = _torchrun(tmp_path, *METHODS)
+@pytest.mark.parametrize("group", ["joined", "started by each run"])
+def test_torchrun_two_processes_equal_one_process(single, tmp_path, group):
+    # "started by each run": two runs in one process, each starting and destroying
+    # its own group (the second start once failed on the first one's stale keys).
+    r = _torchrun(tmp_path, *METHODS, *(["--join"] if group == "joined" else []))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("done") == 2, r.stdout
     for name in METHODS:
