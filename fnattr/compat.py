@@ -97,11 +97,10 @@ class InternalInfluence(_LayerShell):
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   attribute_to_layer_input: bool = False,
                   grad_kwargs: dict | None = None, **kwargs: Any) -> Any:
-        if grad_kwargs:
-            raise ValueError("`grad_kwargs` is not supported by fnattr (use create_graph=True)")
         return M.internal_influence(self.forward_func, self.layer, inputs, baselines, target,
                                     additional_forward_args, n_steps, method,
-                                    internal_batch_size, attribute_to_layer_input, **kwargs)
+                                    internal_batch_size, attribute_to_layer_input,
+                                    grad_kwargs=grad_kwargs, **kwargs)
 
 
 class GradientShap(_Shell):
