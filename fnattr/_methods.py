@@ -9,6 +9,7 @@ README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
 
 from __future__ import annotations
 
+import math
 import inspect
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from . import _normalize as N
 from ._catalog import register
-from ._engine import transforms_active
+from ._engine import functional, transforms_active
 from ._rules import deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
@@ -211,15 +212,16 @@ def convergence_delta(
     )
     N.check_target(target, ends[0].shape[0])
     args = N.format_args(additional_forward_args)
+    run = functional(forward_func)  # train-mode buffers left as they were
     with torch.no_grad():
-        f_end = _row_sums(N.select_target(forward_func(*ends, *args), target, False))
-        f_start = _row_sums(N.select_target(forward_func(*starts, *args), target, False))
+        f_end = _row_sums(N.select_target(run(*ends, *args), target, False))
+        f_start = _row_sums(N.select_target(run(*starts, *args), target, False))
         total = sum(_row_sums(a) for a in attrs)
     return total - (f_end - f_start)
 
 
 def _row_sums(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:])).sum(1)
 
 
 def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...],
@@ -717,9 +719,10 @@ def layer_conductance(
     def delta(k: int | None) -> Tensor:
         t = target if k is None else target.targets[k]
         total = sum(_row_sums(a if k is None else a[k]) for a in attrs)
+        run = functional(forward_func)  # train-mode buffers left as they were
         with torch.no_grad():
-            f_end = _row_sums(N.select_target(forward_func(*xs, *args), t, False))
-            f_start = _row_sums(N.select_target(forward_func(*starts, *args), t, False))
+            f_end = _row_sums(N.select_target(run(*xs, *args), t, False))
+            f_start = _row_sums(N.select_target(run(*starts, *args), t, False))
         return total - (f_end - f_start)
 
     return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))

@@ -487,7 +487,7 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
     has_slice = _check_neuron_index(selector, index, value)
     selected = take(value, index)
     if has_slice:
-        selected = selected.reshape(selected.shape[0], -1).sum(1)
+        selected = selected.reshape(selected.shape[0], math.prod(selected.shape[1:])).sum(1)
     return selected
 
 
@@ -539,7 +539,7 @@ def select_neurons(value: TensorOrTuple, selectors: Sequence[Any]) -> Tensor | N
                 lin = lin * size + (int(i) + size if i < 0 else int(i))
             flat.append(lin)
         linear = torch.tensor(flat, dtype=torch.long, device=value.device)
-    return value.reshape(value.shape[0], -1)[:, linear].T
+    return value.reshape(value.shape[0], math.prod(value.shape[1:]))[:, linear].T
 
 
 def _linear_index(index: tuple, sizes: Sequence[int], device: torch.device) -> Tensor:
