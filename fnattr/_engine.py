@@ -64,6 +64,7 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
 
     >>> f = functional(model)   # f(x) == model(x), no parameter graph
     """
+    N.check_forward_func(forward_func)  # at construction, not at the first call
     ruled = getattr(forward_func, "__fnattr_rule__", None)
     rule = None
     if ruled is not None:  # functionalize the model inside a ReLU rule
