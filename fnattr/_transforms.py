@@ -439,7 +439,9 @@ def sample_paths(
     draws them), Gaussian noise ``N(0, stdev^2)`` added to the input, and a
     position ``alpha ~ U(0, 1)`` on the path. Every draw comes from
     ``generator`` (the global torch RNG when ``None``; numpy's is never
-    used), in a fixed order: baseline indices, noise, alphas.
+    used), in a fixed order: baseline indices, noise, alphas. Noise and alphas
+    are drawn in the inputs' dtype, so one seed gives different samples for
+    float32 and float64 inputs (reproducible per seed and dtype).
 
     Args:
         inputs: tuple of ``(N, ...)`` tensors.
