@@ -251,10 +251,11 @@ class _Tap:
         self.keep = keep
         self.value: tuple[Tensor, ...] | None = None
         self.created: tuple[Tensor, ...] | None = None
-        self.thread = threading.get_ident()
+        # (dynamo cannot trace get_ident; compiled calls are not made thread-safe)
+        self.thread = None if torch.compiler.is_compiling() else threading.get_ident()
 
     def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
-        if not torch.compiler.is_compiling() and threading.get_ident() != self.thread:
+        if self.thread is not None and threading.get_ident() != self.thread:
             return None  # another thread's forward through a shared module: untouched
         value = args if self.input_side else output
         is_seq = isinstance(value, (tuple, list))

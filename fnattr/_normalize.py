@@ -52,7 +52,8 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
     tup = inputs if was_tuple else (inputs,)
     if len(tup) == 0:
         raise ValueError(f"`{name}` must hold at least one tensor, got an empty tuple")
-    if torch.is_inference_mode_enabled():
+    eager = not torch.compiler.is_compiling()  # (dynamo cannot trace these checks)
+    if eager and torch.is_inference_mode_enabled():
         raise RuntimeError(
             "fnattr computes gradients, which torch.inference_mode() disables: call it "
             "outside inference mode (inference tensors as `inputs` are fine: they are "
@@ -66,7 +67,7 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
             )
         if t.dim() == 0:
             raise ValueError(f"`{name}` tensors need a batch dim 0, got a 0-d tensor")
-    if any(t.is_inference() for t in tup):  # made under inference_mode: not differentiable
+    if eager and any(t.is_inference() for t in tup):  # made under inference_mode: not differentiable
         tup = tuple(t.clone() if t.is_inference() else t for t in tup)
     n = tup[0].shape[0]
     if any(t.shape[0] != n for t in tup):

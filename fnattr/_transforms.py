@@ -18,7 +18,6 @@ README's "Composable core" section).
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -49,7 +48,7 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
     where ``leggauss`` costs O(n^3) (26 s for 3000), the nodes come from
     Newton's method on asymptotic expansions instead (``fnattr._gauss``: about
     as accurate, O(n) per iteration, 10**5 nodes in under a second). The most
-    recently used rules are cached (``QUADRATURE_CACHE`` of them).
+    recently computed rules are cached (``QUADRATURE_CACHE`` of them).
 
     Args:
         method: ``riemann_right``, ``riemann_left``, ``riemann_middle``,
@@ -64,13 +63,18 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
     >>> alphas, weights
     ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
     """
-    return _quadrature(*N.check_method(method, n_steps))  # eager: numpy does not trace
+    key = N.check_method(method, n_steps)
+    if key not in _QUADRATURE:  # computed eagerly: numpy and ``tolist`` do not trace
+        if len(_QUADRATURE) >= QUADRATURE_CACHE:  # bounded: the oldest rule goes
+            _QUADRATURE.pop(next(iter(_QUADRATURE)), None)
+        _QUADRATURE[key] = _quadrature(*key)
+    return _QUADRATURE[key]
 
 
 QUADRATURE_CACHE = 64
+_QUADRATURE: dict[tuple[str, int], tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
 
-@functools.lru_cache(maxsize=QUADRATURE_CACHE)
 def _quadrature(method: str, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if method == "gausslegendre":
         nodes, w = gauss_legendre(n)

@@ -229,7 +229,9 @@ def test_gauss_legendre_large_n_integrates_exactly():
     assert abs(weights.sum() - 1) < 1e-13
     assert abs((weights * alphas**3).sum() - 0.25) < 1e-13
     assert abs((weights * np.cos(40 * alphas)).sum() - np.sin(40) / 40) < 1e-13
-    assert fnattr._transforms._quadrature.cache_info().maxsize is not None  # bounded
+    for n in range(2, 2 + 2 * fnattr._transforms.QUADRATURE_CACHE):
+        fnattr.quadrature("riemann_left", n)
+    assert len(fnattr._transforms._QUADRATURE) <= fnattr._transforms.QUADRATURE_CACHE
 
 
 # ---------------------------------------------------------------- 12.1 SHAP points
