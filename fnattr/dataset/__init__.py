@@ -190,13 +190,27 @@ def attribute_dataset(
     >>> store["attributions"].shape
     (1000, 3, 32, 32)
     """
+    return run(method, model, data, out, {}, layer=layer, target=target,
+               batch_size=batch_size, seed=seed, device=device, num_workers=num_workers,
+               resume=resume, overwrite=overwrite, progress=progress, compile=compile,
+               **method_kwargs)
+
+
+def run(method: Callable, model: Callable, data: Any, out: Any, extra_config: dict, *,
+        layer: Any, target: Any, batch_size: int, seed: int, device: Any, num_workers: int,
+        resume: bool, overwrite: bool, progress: bool | None, compile: bool,
+        **method_kwargs: Any) -> zarr.Group:
+    """:func:`attribute_dataset` whose stored configuration also holds ``extra_config``
+    (JSON values compared on resume like the rest): what a caller knows about the run
+    that the arguments do not show, such as how ``fnattr explain`` read its inputs."""
     entry = lookup(method)
     layer_name = _check(entry, method, model, layer, target, batch_size, method_kwargs)
     items = as_items(data)
     n = len(items)
     if n == 0:
         raise ValueError("`data` is empty")
-    config = _config(entry, layer_name, target, seed, n, model, method_kwargs)
+    config = {**_config(entry, layer_name, target, seed, n, model, method_kwargs),
+              **extra_config}
     shard = _shard.join(device)
     try:
         local = _engine.on_device(model, shard.device)
