@@ -164,10 +164,10 @@ def _first_batch(data: Any, batch_size: int) -> tuple[Any, Any]:
 
 def _store_target(args: argparse.Namespace, entry: Any, probe: Any, labels: Any) -> Any:
     """``target`` for attribute_dataset: "label", "pred", an int or None."""
+    if isinstance(args.target, tuple):
+        raise CLIError(f"--target {','.join(map(str, args.target))}: a .zarr run takes one "
+                       "output index, 'pred', 'label' or 'none'")
     target = _resolve_target(args, entry, probe)
-    if isinstance(target, tuple):
-        raise CLIError(f"--target {','.join(map(str, target))}: a .zarr run takes one output "
-                       "index, 'pred', 'label' or 'none'")
     if target == "label" and labels is None:
         raise CLIError("--target label: INPUT has no labels (files have none; use a folder "
                        "of class sub-folders or a dataset of (x, y) items)")
