@@ -30,7 +30,8 @@ from .loading import _IMPORT_PATH, ImageOptions, _convert_image
 # the store's configuration keys -> what the user typed
 _CONFIG_FLAGS = {"method": "--method", "layer": "--layer", "target": "--target",
                  "seed": "--seed", "n_examples": "number of examples",
-                 "model_weights": "model weights", "data": "INPUT", "images": "image options"}
+                 "model_weights": "model weights", "model_weights_torchscript": "model weights",
+                 "data": "INPUT", "images": "image options"}
 
 
 def data_kind(inputs: list[str]) -> str:
@@ -186,7 +187,7 @@ def _api_model(model: Any) -> tuple[Any, dict]:
     if isinstance(model.forward, nn.Module):
         return model.forward, {}
     if isinstance(model.owner, nn.Module):
-        return model.forward, {"model_weights (TorchScript)": fingerprint(model.owner)}
+        return model.forward, {"model_weights_torchscript": fingerprint(model.owner)}
     return model.forward, {}
 
 
