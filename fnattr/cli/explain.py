@@ -20,7 +20,8 @@ from . import methods as M
 from .args import OPTION_PARAMS, flag
 from .errors import CLIError, describe, user_code
 from .figure import column_titles, figure, shape_text
-from .loading import ImageOptions, Model, check_layer, is_model_file, load_model, load_tensor
+from .loading import (ImageOptions, Model, check_layer, data_kind, is_model_file, load_model,
+                      load_tensor)
 from .output import (WRITERS, STORE_SUFFIX, check_image_format, check_output, check_store,
                      is_store, refuse_overwrites, refuse_store_overlap, write_outputs,
                      writer_for)
@@ -56,9 +57,7 @@ def explain(args: argparse.Namespace) -> int:
     """Runs ``fnattr explain``: check, load, run, write; returns the exit code 0."""
     plan = check_request(args)
     if plan.store:
-        from .store import explain_store
-
-        return explain_store(args, plan)
+        raise CLIError("internal: a .zarr --out is run by fnattr.cli.store.explain_store")
     model, layer = _load_model(args, plan.entry)
     x, baselines = _load_inputs(args, plan, model)
     target = _resolve_target(args, plan.entry, _probe(model, x, args.batch_size))
@@ -107,8 +106,6 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _check_not_store_options(args: argparse.Namespace) -> None:
     """Refuses what only a .zarr run (a whole dataset) supports."""
-    from .store import data_kind
-
     only = [name for name, given in (("--num-workers", args.num_workers is not None),
                                      ("--overwrite", args.overwrite),
                                      ("--no-resume", args.no_resume)) if given]

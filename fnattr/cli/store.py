@@ -23,25 +23,15 @@ from typing import Any
 from . import methods as M
 from .errors import CLIError, describe, one_line, user_code
 from .explain import (Plan, _load_baselines, _load_inputs, _load_model, _probe,
-                      _resolve_target, method_options, show_progress)
+                      _resolve_target, check_request, method_options, show_progress)
 from .figure import shape_text
-from .loading import _IMPORT_PATH, ImageOptions, _convert_image
+from .loading import ImageOptions, _convert_image, data_kind
 
 # the store's configuration keys -> what the user typed
 _CONFIG_FLAGS = {"method": "--method", "layer": "--layer", "target": "--target",
                  "seed": "--seed", "n_examples": "number of examples",
                  "model_weights": "model weights", "model_weights_torchscript": "model weights",
                  "data": "INPUT", "images": "image options"}
-
-
-def data_kind(inputs: list[str]) -> str:
-    """``"folder"`` (one directory), ``"dataset factory"`` (one import path that is
-    not a file) or ``"files"``."""
-    if len(inputs) == 1 and Path(inputs[0]).is_dir():
-        return "folder"
-    if len(inputs) == 1 and re.fullmatch(_IMPORT_PATH, inputs[0]) and not Path(inputs[0]).exists():
-        return "dataset factory"
-    return "files"
 
 
 class Images:
@@ -73,9 +63,10 @@ class Cast:
         return torch.as_tensor(item).to(self.dtype)
 
 
-def explain_store(args: argparse.Namespace, plan: Plan) -> int:
+def explain_store(args: argparse.Namespace) -> int:
     """Runs ``fnattr explain`` into a Zarr store; returns the exit code 0."""
     args = argparse.Namespace(**{**vars(args), "device": _device(args.device)})
+    plan = check_request(args)
     entry = plan.entry
     model, layer = _load_model(args, entry)
     data, config = _load_data(args, plan, model)
