@@ -713,9 +713,10 @@ def test_explain_zarr_factory_dataset_gradient_shap_equals_the_api(files, tmp_pa
     options = {"n_samples": 4, "stdevs": 0.1}
     code, _, err = _main(["explain", f"{TINY}:make", f"{TINY}:dataset", "-m", "gradient_shap",
                           "--seed", "3", "--n-samples", "4", "--stdevs", "0.1", "--target",
-                          "label", "--batch-size", "3", "--out", tmp_path / "cli.zarr"],
-                         capsys)
+                          "label", "--batch-size", "3", "--progress", "--out",
+                          tmp_path / "cli.zarr"], capsys)
     assert code == 0, err
+    assert "10/10" in err  # --progress: a bar even though stderr is not a terminal
     data = importlib.import_module(TINY).dataset()
     fnattr.attribute_dataset(fnattr.gradient_shap, model, data, str(tmp_path / "api.zarr"),
                              seed=3, batch_size=5, baselines=torch.zeros(1, 1, 8, 8),
