@@ -332,3 +332,12 @@ def test_neuron_gradient_shap_draws_per_example(tmp_path):
                                                  example_generator(5, i), **kw)
                      for i in range(len(x))]).detach()
     np.testing.assert_allclose(store["attributions"][:], ref, rtol=1e-6, atol=1e-7)
+
+
+def test_import_fnattr_does_not_import_zarr():
+    """zarr costs ~0.26 s to import: only dataset runs load it."""
+    code = "import sys, fnattr; print(sorted(m for m in sys.modules if m.split('.')[0] == 'zarr'))"
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
