@@ -27,13 +27,8 @@ from ._noise import noise_tunnel
 from ._lig import layer_integrated_gradients, token_scores
 from ._objectives import neuron_objective, target_objective, targets_objective
 from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu
-from ._transforms import (
-    input_gradients,
-    layer_gradients,
-    path_average,
-    quadrature,
-    sample_paths,
-)
+from ._paths import path_average, quadrature, sample_paths
+from ._transforms import input_gradients, layer_gradients
 
 from . import metrics  # noqa: E402  (fnattr.metrics: evaluation metrics)
 

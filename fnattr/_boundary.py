@@ -38,7 +38,7 @@ from ._catalog import register
 from ._functional import functional, transforms_active, with_rule
 from ._objectives import neuron_objective, target_objective
 from ._rules import deconv_relu, guided_relu
-from ._transforms import sample_paths
+from ._paths import sample_paths
 
 __all__ = ["attribution", "boundary", "binder", "draw_paths"]
 
@@ -68,7 +68,7 @@ def boundary(body: Callable, site: str, *, path: str = "none", rule: str | None 
 
     @functools.wraps(body)
     def method(*args: Any, **kwargs: Any) -> Any:
-        a, was_tuple = normalize(bind(args, kwargs), path, rule)
+        a, was_tuple = normalize(bind(args, kwargs), site, path, rule)
         objective = a["target"] if "target" in a else a["neuron_selector"]
         attrs, gap = body(**a) if delta else (body(**a), None)
         if objective.squeeze:
@@ -83,7 +83,8 @@ def boundary(body: Callable, site: str, *, path: str = "none", rule: str | None 
     return method
 
 
-def normalize(a: dict, path: str = "none", rule: str | None = None) -> tuple[dict, bool]:
+def normalize(a: dict, site: str = "inputs", path: str = "none",
+              rule: str | None = None) -> tuple[dict, bool]:
     """The bound arguments ``a`` in canonical form, by name (in place); and whether
     ``inputs`` was a tuple."""
     first = "model" if "model" in a else "forward_func"
@@ -97,6 +98,8 @@ def normalize(a: dict, path: str = "none", rule: str | None = None) -> tuple[dic
         a["layer"] = N.resolve_layer(f.root, a["layer"])
     raw = a["inputs"]
     xs, was_tuple = N.as_tuple(raw)
+    if site != "layer":
+        N.check_floating(xs)  # differentiated at (or noised, or interpolated)
     if "baselines" in a:
         a["baselines"] = _baselines(a["baselines"], xs, raw, path == "sampled")
     if "target" in a:
@@ -116,6 +119,8 @@ def normalize(a: dict, path: str = "none", rule: str | None = None) -> tuple[dic
         a["stdevs"] = N.format_stdevs(a["stdevs"], len(xs))
     if "generator" in a:
         N.check_generator(a["generator"])
+    if "grad_kwargs" in a:
+        N.check_grad_kwargs(a["grad_kwargs"])
     if path != "none" and not a.get("create_graph") and not transforms_active():
         xs = _detached(xs)  # path ends are constants unless the result must be differentiable
         if "baselines" in a:
@@ -143,7 +148,8 @@ def draw_paths(a: dict) -> tuple:
     """A sampled method's random paths from its bound arguments (``fnattr.compile``
     draws them eagerly, outside the graph, and passes them to the method's core)."""
     n, _ = normalize({k: a[k] for k in ("forward_func", "inputs", "baselines", "n_samples",
-                                         "stdevs", "generator", "create_graph")}, "sampled")
+                                         "stdevs", "generator", "create_graph")},
+                     path="sampled")
     return sample_paths(n["inputs"], n["baselines"], n["n_samples"], n["stdevs"],
                         n["generator"])
 

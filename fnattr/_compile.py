@@ -58,7 +58,7 @@ from ._catalog import Method, lookup
 from ._engine import Slots
 from ._functional import Functional, functional, with_rule
 from ._rules import deconv_relu, guided_relu
-from ._transforms import quadrature
+from ._paths import quadrature
 
 __all__ = ["compile"]
 

@@ -1,11 +1,12 @@
-"""The functional engine: a functionalized model, layer taps, and one gradient driver.
+"""The gradient driver: one function for every gradient fnattr takes.
 
 Everything fnattr computes is "the gradient of one scalar per example (or K of
 them) with respect to a *site*": the inputs, or the value at a layer's input or
-output. A site at a layer is reached with a **tap**: a forward (pre-)hook that
-adds a zero *probe* tensor to the layer's value; the gradient with respect to
-the probe is the gradient with respect to the layer's value. This probe form
-works under ``torch.func`` transforms and compiles with no graph breaks.
+output. A site at a layer is reached with a **tap** (:mod:`fnattr._taps`): a
+forward (pre-)hook that adds a zero *probe* tensor to the layer's value; the
+gradient with respect to the probe is the gradient with respect to the layer's
+value. This probe form works under ``torch.func`` transforms and compiles with
+no graph breaks.
 
 Two execution modes give the same numbers:
 
@@ -21,252 +22,18 @@ Two execution modes give the same numbers:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from ._functional import Functional, transforms_active
 from ._objectives import Objective
+from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
 
 __all__ = ["Site", "INPUTS", "Slots", "gradients", "forward_at", "runs_once"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Site:
-    """Where a gradient is taken or an objective reads: the inputs (``layer=None``)
-    or a layer's output (its input with ``input_side``)."""
-
-    layer: nn.Module | None = None
-    input_side: bool = False
-
-
-INPUTS = Site()
-
-
-class _StopForward(BaseException):
-    """Raised by a tap once it has read what it needs: the rest of the forward is
-    skipped. A ``BaseException`` so that a model's own ``except Exception``
-    cannot swallow it."""
-
-
-def runs_once(model: Any, layer: nn.Module) -> bool:
-    """True when every call of ``model`` provably calls ``layer`` exactly once.
-
-    The proof is structural: ``model`` is a plain ``nn.Sequential`` (its
-    ``forward`` not overridden), ``layer`` is reached from it through plain
-    ``nn.Sequential`` containers only, and appears once in the whole module
-    tree (a module reused elsewhere may run again later). Such a model has no
-    control flow of its own, so stopping the forward at the layer's first call
-    is exact. Anything else (custom ``forward`` methods, shared modules, hooks
-    on the containers) is not proven and runs the whole forward: how many
-    times a model calls a layer can depend on its inputs, and Captum's rule is
-    the layer's *last* call.
-    """
-    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
-        return False
-    # One walk over the tree (every occurrence, shared modules included), keeping
-    # the containers above each occurrence of the layer.
-    found: list[tuple[nn.Module, ...]] = []
-    stack: list[tuple[nn.Module, tuple[nn.Module, ...]]] = [(model, ())]
-    budget = 100_000  # module trees with cycles or explosive sharing: not proven
-    while stack:
-        node, above = stack.pop()
-        budget -= 1
-        if budget < 0:
-            return False
-        if node is layer:
-            found.append(above)
-            continue
-        for child in node._modules.values():
-            if child is not None:
-                stack.append((child, above + (node,)))
-    if len(found) != 1:
-        return False
-    return all(type(c).forward is nn.Sequential.forward
-               and not c._forward_hooks and not c._forward_pre_hooks for c in found[0])
-
-
-class _Tap:
-    """A forward (pre-)hook that reads a layer's value and adds probes to it.
-
-    ``probes``: ``None`` (read only), ``"lazy"`` (create zero probes that
-    require grad, plain mode), or a tuple of tensors (functional mode).
-    ``read``: called on the (probed) value at hook time, before any later
-    in-place op can change it; its result is kept in ``self.read_out``.
-    Only the layer's *last* call in a forward is probed and read (Captum's
-    behaviour for reused modules), which ``at_call`` pins in functional mode.
-    ``substitute``: a tuple of tensors that *replace* the layer's value at
-    every call (Captum's layer integrated gradients), instead of probing it.
-    """
-
-    def __init__(self, input_side: bool, probes: Any = None,
-                 read: Callable | None = None, at_call: int | None = None,
-                 keep: bool = False, stop: bool = False,
-                 substitute: tuple[Tensor, ...] | None = None) -> None:
-        self.substitute = substitute
-        self.stop = stop
-        self.input_side = input_side
-        self.probes = probes
-        self.read = read
-        self.at_call = at_call
-        self.calls = 0
-        self.shapes: list[tuple[torch.Size, torch.dtype, torch.device]] | None = None
-        self.read_out: Any = None
-        self.keep = keep
-        self.value: tuple[Tensor, ...] | None = None
-        self.created: tuple[Tensor, ...] | None = None
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
-        value = args if self.input_side else output
-        is_seq = isinstance(value, (tuple, list))
-        tensors = tuple(value) if is_seq else (value,)
-        if not all(isinstance(t, Tensor) for t in tensors):
-            raise TypeError(
-                f"the layer {type(module).__name__}'s "
-                f"{'inputs' if self.input_side else 'outputs'} must be tensors to "
-                "attribute to them"
-            )
-        index = self.calls
-        self.calls += 1
-        self.shapes = [(t.shape, t.dtype, t.device) for t in tensors]
-        if self.substitute is not None:
-            tensors = _check_substitute(self.substitute, tensors, module)
-            return _as_value(tensors, value, is_seq, self.input_side)
-        if self.at_call is not None and index != self.at_call:
-            return None
-        if self.probes == "lazy":
-            # A 0-d zero broadcast to the value's shape: the gradient with respect
-            # to the expanded view is the full-shape gradient, and no layer-sized
-            # zero tensor is written (26 MB per call for internal influence on M).
-            self.created = tuple(
-                torch.zeros((), dtype=t.dtype, device=t.device).requires_grad_().expand(t.shape)
-                for t in tensors
-            )
-            tensors = tuple(t + p for t, p in zip(tensors, self.created))
-        elif self.probes is not None:
-            tensors = tuple(t + p for t, p in zip(tensors, self.probes))
-        if self.keep:  # a copy: later in-place ops must not change it
-            self.value = tuple(t.clone() for t in tensors)
-        if self.read is not None:
-            # Read a copy: a later in-place op (ReLU(inplace=True)) must not
-            # change what the reader saved for backward. When the forward stops
-            # here no later op runs, and the value itself is read.
-            seen = tensors if self.stop else tuple(t.clone() for t in tensors)
-            self.read_out = self.read(seen if len(seen) > 1 else seen[0])
-        if self.stop:
-            raise _StopForward
-        if self.probes is None:
-            return None
-        return _as_value(tensors, value, is_seq, self.input_side)
-
-
-def _as_value(tensors: tuple[Tensor, ...], value: Any, is_seq: bool, input_side: bool) -> Any:
-    """``tensors`` in the form of the layer's ``value``, as a hook returns it."""
-    if input_side:
-        return tensors
-    if is_seq:
-        return type(value)(tensors) if isinstance(value, list) else tensors
-    return tensors[0]
-
-
-def _check_substitute(new: tuple[Tensor, ...], old: tuple[Tensor, ...],
-                      module: nn.Module) -> tuple[Tensor, ...]:
-    if len(new) != len(old) or any(n.shape != o.shape for n, o in zip(new, old)):
-        raise ValueError(
-            f"the layer {type(module).__name__}'s value has shapes "
-            f"{[tuple(o.shape) for o in old]} here but {[tuple(n.shape) for n in new]} "
-            "where it was read: the layer's value must have the same shape at the "
-            "inputs, the baselines and the path points"
-        )
-    return new
-
-
-def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
-               tap: _Tap | None) -> Any:
-    """Runs ``f(*inputs, *args)`` with ``tap`` hooked on ``site``'s layer.
-
-    The hook is removed when the call returns or raises. Returns the output,
-    or ``None`` when the tap stopped the forward at the layer. While
-    ``torch.compile`` traces, the tap goes into ``f.slots`` (hooks registered
-    outside the compiled region by ``fnattr.compile``).
-    """
-    layer = site.layer
-    if layer is None or tap is None:
-        return f(*inputs, *args)
-    if torch.compiler.is_compiling():
-        return _forward_at_slot(f, inputs, args, site, tap)
-    if site.input_side:
-        handle = layer.register_forward_pre_hook(tap)
-    else:
-        handle = layer.register_forward_hook(tap)
-    try:
-        out = f(*inputs, *args)
-    except _StopForward:
-        out = None
-    finally:
-        handle.remove()
-    if tap.calls == 0:
-        raise ValueError(
-            f"the `layer` {type(layer).__name__} was not called by the forward "
-            "function: is it a submodule of the model that runs?"
-        )
-    return out
-
-
-class _Slot:
-    """A hook registered around a compiled call; the traced code sets its ``tap``."""
-
-    def __init__(self) -> None:
-        self.tap: _Tap | None = None
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
-        return None if self.tap is None else self.tap(module, args, output)
-
-
-class Slots:
-    """The slot hooks of one layer (both sides) for the calls of one compiled function.
-
-    Registering a hook inside a compiled region breaks the graph, so
-    :func:`fnattr.compile` makes one ``Slots`` value, carries it in the
-    :class:`Functional` it passes to the method (``f.slots``), and registers
-    the hooks around each call (``with slots:``); the compiled code only
-    points the slot at its tap.
-    """
-
-    def __init__(self, layer: nn.Module) -> None:
-        self.layer = layer
-        self.by_side = {False: _Slot(), True: _Slot()}
-        self.handles: list[Any] = []
-
-    def __enter__(self) -> "Slots":
-        self.handles = [self.layer.register_forward_hook(self.by_side[False]),
-                        self.layer.register_forward_pre_hook(self.by_side[True])]
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-
-def _forward_at_slot(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
-                     tap: _Tap) -> Any:
-    slots = f.slots
-    if slots is None or slots.layer is not site.layer:
-        raise RuntimeError(
-            "layer taps inside torch.compile need their hooks registered outside the "
-            "compiled region: use fnattr.compile(method, model, layer) instead of "
-            "torch.compile on a layer method"
-        )
-    slot = slots.by_side[site.input_side]
-    slot.tap = tap
-    try:
-        out = f(*inputs, *args)
-    finally:
-        slot.tap = None
-    return out
 
 
 def _variable(t: Tensor) -> Tensor:
@@ -424,6 +191,25 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
     return tuple(torch.cat(chunks) for chunks in zip(*parts))
 
 
+class _FlatLinear(TorchFunctionMode):
+    """While compiling: ``F.linear`` of a contiguous 3-D input runs as linear of
+    its 2-D view, reshaped back.
+
+    ``at::linear`` does exactly this itself (``_flatten_nd_linear``), but traced
+    under ``torch.func.vjp`` its contiguity check specializes the batch size: every
+    new batch size recompiled (issue 12.13; ``torch.func.vjp`` of ``F.linear`` on a
+    ``(n, t, d)`` input, 3 batch sizes, 3 graphs). Written out in Python, the
+    reshape keeps the batch size symbolic; the numbers are the same (one
+    ``addmm`` on the 2-D view)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and not kwargs and args[0].dim() == 3 and args[0].is_contiguous():
+            x = args[0]
+            return func(x.reshape(-1, x.shape[-1]), *args[1:]).reshape(*x.shape[:-1], -1)
+        return func(*args, **kwargs)
+
+
 def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
                 return_value, substitute):
     n_inputs = len(inputs)
@@ -448,7 +234,8 @@ def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, 
                        probes=primals if wrt_site and replace is None else None,
                        read=_read_fn(objective, read), at_call=at_call, keep=return_value,
                        substitute=replace)
-        out = forward_at(f, xs, args, site, tap)
+        with _FlatLinear() if torch.compiler.is_compiling() else contextlib.nullcontext():
+            out = forward_at(f, xs, args, site, tap)
         values = tap.read_out if read else objective.fn(out, None)
         return values, (tap.value if return_value else ())
 

@@ -28,7 +28,8 @@ from ._boundary import attribution
 from ._engine import Site
 from ._functional import Functional, transforms_active
 from ._objectives import Objective
-from ._transforms import completeness_gap, path_average, quadrature
+from ._paths import path_average, quadrature
+from ._transforms import completeness_gap
 
 __all__ = ["layer_integrated_gradients", "token_scores"]
 

@@ -19,7 +19,8 @@ from ._boundary import attribution
 from ._engine import Site
 from ._functional import functional
 from ._objectives import target_objective
-from ._transforms import completeness_gap, path_average, quadrature, site_gradient
+from ._paths import path_average, quadrature
+from ._transforms import completeness_gap, site_gradient
 
 __all__ = [
     "convergence_delta",
@@ -154,6 +155,7 @@ def internal_influence(
     attribute_to_layer_input: bool = False,
     *,
     create_graph: bool = False,
+    grad_kwargs: dict | None = None,
 ) -> N.TensorOrTuple:
     """Integral of the layer gradient along the straight path baseline -> input.
 
@@ -172,6 +174,8 @@ def internal_influence(
         forward_func, layer, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, attribute_to_layer_input,
         create_graph: see "Shared arguments".
+        grad_kwargs: Captum's extra ``torch.autograd.grad`` arguments; only
+            ``materialize_grads`` (which fnattr always applies) is accepted.
 
     Returns:
         Attributions shaped like the layer's output (input); a tuple when the
@@ -201,6 +205,7 @@ def layer_conductance(
     attribute_to_layer_input: bool = False,
     *,
     create_graph: bool = False,
+    grad_kwargs: dict | None = None,
 ) -> Any:
     """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
 
@@ -208,6 +213,7 @@ def layer_conductance(
     points (``method``'s nodes for ``n_steps + 1``) times the change of the
     layer's value to the next point, summed. The layer attributions sum to
     ``f(x) - f(b)`` up to the discretization error (layer completeness).
+    ``grad_kwargs`` is accepted as in :func:`internal_influence`.
 
     References:
         Dhamdhere et al., "How Important Is a Neuron?", https://arxiv.org/abs/1805.12233
@@ -412,4 +418,25 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
             "`layer_attribution` needs (examples, channels, *spatial) dims, got shape "
             f"{tuple(layer_attribution.shape)}"
         )
+    spatial = layer_attribution.dim() - 2
+    dims = interpolate_dims if isinstance(interpolate_dims, tuple) else (interpolate_dims,)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) or (
+            len(dims) not in (1, spatial)):
+        raise ValueError(
+            f"`interpolate_dims` must be a positive int or a tuple of {spatial} of them "
+            f"(the attribution's spatial dims), got {interpolate_dims!r}")
+    ranks = _INTERPOLATE_RANKS.get(interpolate_mode)
+    if ranks is None:
+        raise ValueError(f"`interpolate_mode` must be one of {sorted(_INTERPOLATE_RANKS)}, "
+                         f"got {interpolate_mode!r}")
+    if spatial not in ranks:
+        raise ValueError(
+            f"`interpolate_mode` {interpolate_mode!r} needs {' or '.join(map(str, ranks))} "
+            f"spatial dims, the attribution has {spatial} (shape "
+            f"{tuple(layer_attribution.shape)})")
     return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+# F.interpolate's modes and the spatial ranks each supports
+_INTERPOLATE_RANKS = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "linear": (1,),
+                      "bilinear": (2,), "bicubic": (2,), "trilinear": (3,), "area": (1, 2, 3)}

@@ -25,11 +25,26 @@ The meanings are Captum 0.9's:
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+
+from ._select import (  # noqa: F401  (Captum's target and neuron meanings)
+    Each,
+    each,
+    check_target,
+    repeat_interleave_target,
+    select_target,
+    take,
+    check_index_tensor,
+    check_selector,
+    format_selectors,
+    select_neuron,
+    select_neurons,
+)
 
 TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
 BaselineType = Union[None, Tensor, int, float, tuple[Union[Tensor, int, float], ...]]
@@ -51,6 +66,12 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
     tup = inputs if was_tuple else (inputs,)
     if len(tup) == 0:
         raise ValueError(f"`{name}` must hold at least one tensor, got an empty tuple")
+    eager = not torch.compiler.is_compiling()  # (dynamo cannot trace these checks)
+    if eager and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "fnattr computes gradients, which torch.inference_mode() disables: call it "
+            "outside inference mode (inference tensors as `inputs` are fine: they are "
+            "copied)")
     for i, t in enumerate(tup):
         if not isinstance(t, Tensor):
             where = f"`{name}[{i}]`" if was_tuple else f"`{name}`"
@@ -60,6 +81,8 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
             )
         if t.dim() == 0:
             raise ValueError(f"`{name}` tensors need a batch dim 0, got a 0-d tensor")
+    if eager and any(t.is_inference() for t in tup):  # made under inference_mode: not differentiable
+        tup = tuple(t.clone() if t.is_inference() else t for t in tup)
     n = tup[0].shape[0]
     if any(t.shape[0] != n for t in tup):
         raise ValueError(
@@ -67,6 +90,17 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
             f"{[t.shape[0] for t in tup]}"
         )
     return tup, was_tuple
+
+
+def check_floating(inputs: Sequence[Tensor], name: str = "inputs") -> None:
+    """Inputs differentiated at (or interpolated along a path) must be floating point."""
+    for t in inputs:
+        if isinstance(t, Tensor) and not (t.dtype.is_floating_point or t.dtype.is_complex):
+            raise TypeError(
+                f"`{name}` must be floating point to attribute to them, got {t.dtype}: "
+                "for token ids, attribute at the embedding layer instead (e.g. "
+                "fnattr.layer_integrated_gradients, or a layer method with the "
+                "embedding as `layer`)")
 
 
 def restore(values: Sequence[Tensor], was_tuple: bool) -> TensorOrTuple:
@@ -140,8 +174,8 @@ def format_stdevs(stdevs: Any, n_inputs: int) -> tuple[float, ...]:
     for s in tup:
         if isinstance(s, bool) or not isinstance(s, numbers.Real):
             raise TypeError(f"`stdevs` entries must be floats, got {type(s).__name__}")
-        if s < 0:
-            raise ValueError(f"`stdevs` must be non-negative, got {s}")
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"`stdevs` must be finite and non-negative, got {s}")
     return tuple(float(s) for s in tup)
 
 
@@ -149,6 +183,26 @@ def check_generator(generator: Any) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+# ``grad_kwargs`` keys (Captum passes them to ``torch.autograd.grad``) whose meaning
+# fnattr keeps: it always materializes the gradients of unused inputs as zeros.
+GRAD_KWARGS_HONOURED = ("materialize_grads",)
+
+
+def check_grad_kwargs(grad_kwargs: Any) -> None:
+    """``grad_kwargs``: ``None`` or a dict of keys fnattr honours; any other key is
+    refused by name (fnattr does not call ``torch.autograd.grad`` with them)."""
+    if grad_kwargs is None:
+        return
+    if not isinstance(grad_kwargs, dict):
+        raise TypeError(f"`grad_kwargs` must be a dict or None, got {type(grad_kwargs).__name__}")
+    for key in grad_kwargs:
+        if key not in GRAD_KWARGS_HONOURED:
+            raise ValueError(
+                f"`grad_kwargs` key {key!r} is not supported by fnattr (supported: "
+                f"{', '.join(GRAD_KWARGS_HONOURED)}; use create_graph=True for a "
+                "differentiable result)")
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -166,103 +220,6 @@ def check_method(method: Any, n_steps: Any) -> tuple[str, int]:
     return method, n_steps
 
 
-class Each:
-    """Several targets attributed in one pass; see :func:`fnattr.each`."""
-
-    __slots__ = ("targets",)
-
-    def __init__(self, targets: Any) -> None:
-        self.targets = tuple(targets)
-
-    def map(self, fn: Callable[[Any], Any]) -> "Each":
-        return Each(fn(t) for t in self.targets)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __repr__(self) -> str:
-        return f"each({list(self.targets)!r})"
-
-
-def each(targets: Any) -> Each:
-    """Asks for attributions of several targets in one pass.
-
-    ``target=fnattr.each([0, 1, 2])`` attributes each of the three targets
-    with one shared forward and a vectorized backward; the result gains a
-    leading dim of size 3 (row ``k`` equals the call with ``target=targets[k]``).
-    Each entry may be any Captum target form (an int, a tuple, a per-example
-    list or tensor). A plain list keeps Captum's meaning: one target per example.
-
-    Args:
-        targets: an iterable of targets, e.g. ``range(num_classes)``.
-
-    Returns:
-        A marker to pass as ``target``.
-
-    >>> sal = fnattr.gradient(model, x, target=fnattr.each(range(10)))   # (10, *x.shape)
-    """
-    out = Each(targets)
-    if not out.targets:
-        raise ValueError("`target`: fnattr.each() needs at least one target")
-    return out
-
-
-def check_target(target: Any, n_examples: int) -> None:
-    """Validates ``target`` against the number of examples (shape checks follow
-    at selection time, when the output's shape is known)."""
-    if isinstance(target, Each):
-        for t in target.targets:
-            if isinstance(t, Each):
-                raise TypeError("`target`: fnattr.each() cannot be nested")
-            check_target(t, n_examples)
-        return
-    if target is None or isinstance(target, Tensor) and target.dim() == 0:
-        return
-    if isinstance(target, bool):
-        raise TypeError("`target` must be an int, tuple, tensor or list, not bool")
-    if isinstance(target, numbers.Integral):
-        return
-    if isinstance(target, tuple):
-        if not all(isinstance(t, numbers.Integral) for t in target):
-            raise TypeError("a tuple `target` must hold ints (one index per output dim)")
-        return
-    if isinstance(target, Tensor):
-        if target.dim() != 1 or target.shape[0] != n_examples:
-            raise ValueError(
-                f"a tensor `target` must be 0-d or 1-D with one entry per example "
-                f"({n_examples}), got shape {tuple(target.shape)}"
-            )
-        if target.dtype.is_floating_point or target.dtype.is_complex:
-            raise TypeError(f"a tensor `target` must hold integers, got {target.dtype}")
-        return
-    if isinstance(target, list):
-        if len(target) != n_examples:
-            raise ValueError(
-                f"a list `target` needs one entry per example ({n_examples}), got "
-                f"{len(target)}"
-            )
-        if all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
-            return
-        if all(isinstance(t, tuple) for t in target):
-            return
-        raise TypeError("a list `target` must hold only ints or only tuples of ints")
-    raise TypeError(
-        f"`target` must be None, an int, a tuple, a tensor or a list, got "
-        f"{type(target).__name__}"
-    )
-
-
-def repeat_interleave_target(target: Any, times: int) -> Any:
-    """A per-example ``target`` for ``times`` consecutive copies of each example."""
-    if isinstance(target, Each):
-        return target.map(lambda t: repeat_interleave_target(t, times))
-    if isinstance(target, list):
-        return [t for t in target for _ in range(times)]
-    if isinstance(target, Tensor) and target.dim() == 1:
-        return target.repeat_interleave(times)
-    return target
-
-
 def repeat_interleave_args(args: tuple, times: int, n_examples: int) -> tuple:
     """Per-example tensor args for ``times`` consecutive copies of each example."""
     return tuple(
@@ -270,223 +227,6 @@ def repeat_interleave_args(args: tuple, times: int, n_examples: int) -> tuple:
         if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples else a
         for a in args
     )
-
-
-def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tensor:
-    """``output[..]`` for ``target`` (Captum's meanings); one scalar per example
-    (any shape when ``per_example`` is False)."""
-    if not isinstance(output, Tensor):
-        raise TypeError(
-            f"the forward function must return a Tensor, got {type(output).__name__}"
-            + ("; a Hugging Face model returns a ModelOutput (a dict): pass a forward "
-               "function that returns its logits, e.g. `forward_func=lambda ids, mask: "
-               "model(ids, attention_mask=mask).logits` with `additional_forward_args=mask`"
-               if isinstance(output, dict) else "")
-        )
-    if target is None:
-        selected = output
-    elif isinstance(target, (numbers.Integral, tuple)) or (
-        isinstance(target, Tensor) and target.dim() == 0
-    ):
-        index = (target,) if not isinstance(target, tuple) else target
-        if len(index) > output.dim() - 1:
-            raise ValueError(
-                f"`target` {target!r} has more indices than the output has non-batch "
-                f"dims (output shape {tuple(output.shape)})"
-            )
-        _check_index_bounds(index, output.shape[1:], "target")
-        selected = take(output, index)
-    elif isinstance(target, list) and target and isinstance(target[0], tuple):
-        if any(len(t) != output.dim() - 1 for t in target):
-            raise ValueError(
-                f"each tuple in a list `target` must index all non-batch output dims "
-                f"(output shape {tuple(output.shape)})"
-            )
-        for t in target:
-            _check_index_bounds(t, output.shape[1:], "target")
-        selected = torch.stack([output[(i, *t)] for i, t in enumerate(target)])
-    else:  # one int per example: a list or a 1-D tensor
-        if output.dim() != 2:
-            raise ValueError(
-                f"a per-example `target` needs a 2-D output (batch, classes), got "
-                f"output shape {tuple(output.shape)}"
-            )
-        index = torch.as_tensor(target, device=output.device)
-        if index.shape[0] != output.shape[0]:
-            raise ValueError(
-                f"`target` has {index.shape[0]} entries for {output.shape[0]} examples"
-            )
-        if not torch.compiler.is_compiling() and not _is_functorch(index) and (
-            index.numel() and (int(index.min()) < -output.shape[1]
-                               or int(index.max()) >= output.shape[1])
-        ):
-            raise IndexError(f"`target` index out of range for {output.shape[1]} outputs")
-        selected = output.gather(1, index.reshape(-1, 1).long()).squeeze(1)
-    if per_example and selected.dim() > 1 and selected[0].numel() == 1:
-        selected = selected.reshape(selected.shape[0])  # e.g. (N, 1): Captum accepts it
-    if per_example and selected.dim() != 1:
-        raise ValueError(
-            "the output must be one scalar per example: give a `target` that selects "
-            f"one output per example (the output has shape {tuple(output.shape)}, the "
-            f"selection has shape {tuple(selected.shape)})"
-        )
-    return selected
-
-
-def take(t: Tensor, index: tuple) -> Tensor:
-    """``t[:, *index]``. Tensor indices (0-d, as ``fnattr.compile`` passes them)
-    become one advanced-indexing read on a linear index, so a compiled graph does not
-    specialize on their values."""
-    if not any(isinstance(i, Tensor) for i in index) or any(isinstance(i, slice) for i in index):
-        return t[(slice(None), *index)]
-    linear = _linear_index(index, t.shape[1:1 + len(index)], t.device)
-    flat = t.reshape(t.shape[0], -1, *t.shape[1 + len(index):])
-    # advanced indexing, not index_select: inductor miscompiles vmap(vjp(index_select))
-    return flat[:, linear.reshape(1)].squeeze(1)
-
-
-def _is_functorch(t: Tensor) -> bool:
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
-def _check_index_bounds(index: tuple, shape: Sequence[int], name: str) -> None:
-    for i, size in zip(index, shape):
-        if isinstance(i, Tensor):
-            continue  # tensor indices are checked by torch (compile-friendly)
-        if isinstance(i, numbers.Integral) and not -size <= i < size:
-            raise IndexError(f"`{name}` index {i} is out of range for a dim of size {size}")
-
-
-def check_selector(selector: Any, name: str = "neuron_selector") -> None:
-    """Type-checks one selector (an int, a tuple of ints/slices, or a callable)."""
-    if callable(selector):
-        return
-    if isinstance(selector, str) and selector != "all":
-        raise ValueError(f"`{name}` as a string must be \"all\" (every neuron), got {selector!r}")
-    if isinstance(selector, bool):
-        raise TypeError(f"`{name}` must be an int, a tuple or a callable, not bool")
-    if isinstance(selector, (numbers.Integral, Tensor, str)):
-        return
-    if isinstance(selector, tuple):
-        for s in selector:
-            if not isinstance(s, (numbers.Integral, slice, Tensor)) or isinstance(s, bool):
-                raise TypeError(
-                    f"`{name}` tuples may hold ints and slices only, got "
-                    f"{type(s).__name__}"
-                )
-        return
-    raise TypeError(
-        f"`{name}` must be an int, a tuple of ints/slices, a callable, or a list of "
-        f"those, got {type(selector).__name__}"
-    )
-
-
-def format_selectors(neuron_selector: Any) -> tuple[list, bool]:
-    """Returns ``(selectors, many)``; a list, or ``"all"``, asks for several neurons
-    at once."""
-    if isinstance(neuron_selector, str):
-        check_selector(neuron_selector)
-        return [neuron_selector], True
-    if isinstance(neuron_selector, list):
-        if not neuron_selector:
-            raise ValueError("`neuron_selector` is an empty list")
-        for s in neuron_selector:
-            check_selector(s)
-        return list(neuron_selector), True
-    check_selector(neuron_selector)
-    return [neuron_selector], False
-
-
-def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
-    """One scalar per example from a layer value (Captum's meaning)."""
-    if callable(selector):
-        out = selector(value)
-        if not isinstance(out, Tensor):
-            raise TypeError(
-                f"a callable `neuron_selector` must return a Tensor, got "
-                f"{type(out).__name__}"
-            )
-        return out
-    if isinstance(value, tuple):
-        if len(value) != 1:
-            raise ValueError(
-                "the layer value is a tuple of several tensors: pass a callable "
-                "`neuron_selector` to choose a neuron from it"
-            )
-        value = value[0]
-    index = selector if isinstance(selector, tuple) else (selector,)
-    has_slice = _check_neuron_index(selector, index, value)
-    selected = take(value, index)
-    if has_slice:
-        selected = selected.reshape(selected.shape[0], -1).sum(1)
-    return selected
-
-
-def _check_neuron_index(selector: Any, index: tuple, value: Tensor) -> bool:
-    """Validates an int/slice ``index`` into ``value``'s per-example dims (all of
-    them unless it has a slice); returns whether it has a slice."""
-    has_slice = any(isinstance(i, slice) for i in index)
-    rank = value.dim() - 1
-    if len(index) > rank or (not has_slice and len(index) != rank):
-        raise ValueError(
-            f"`neuron_selector` {selector!r} must index all {rank} non-batch dims of "
-            f"the layer value (shape {tuple(value.shape)}), or use slices"
-        )
-    _check_index_bounds(index, value.shape[1:], "neuron_selector")
-    return has_slice
-
-
-def _is_index(i: Any) -> bool:
-    return (isinstance(i, numbers.Integral) and not isinstance(i, bool)) or (
-        isinstance(i, Tensor) and i.dim() == 0)
-
-
-def select_neurons(value: TensorOrTuple, selectors: Sequence[Any]) -> Tensor | None:
-    """``(K, N)`` values of K neurons given by integer indices, with one gather.
-
-    Returns ``None`` unless every selector is an int or a tuple of ints (or 0-d
-    tensors, as ``fnattr.compile`` passes them) and the layer value is one
-    tensor; callers then fall back to :func:`select_neuron` per selector. One
-    gather (``flat[:, linear]``) has a backward that is one scatter, linear in
-    K; stacking K selects would write K layer-sized gradients instead.
-    """
-    if isinstance(value, tuple):
-        if len(value) != 1:
-            return None
-        value = value[0]
-    indices = [s if isinstance(s, tuple) else (s,) for s in selectors]
-    if not all(all(_is_index(i) for i in index) for index in indices):
-        return None
-    sizes = value.shape[1:]
-    for selector, index in zip(selectors, indices):
-        _check_neuron_index(selector, index, value)
-    if any(isinstance(i, Tensor) for index in indices for i in index):
-        linear = torch.stack([_linear_index(index, sizes, value.device) for index in indices])
-    else:
-        flat = []
-        for index in indices:
-            lin = 0
-            for i, size in zip(index, sizes):
-                lin = lin * size + (int(i) + size if i < 0 else int(i))
-            flat.append(lin)
-        linear = torch.tensor(flat, dtype=torch.long, device=value.device)
-    rows = value.reshape(value.shape[0], -1)
-    if torch.compiler.is_compiling():
-        # A one-hot product instead of the gather: vmap of the gather's (and of
-        # index_select's) backward specializes the batch size, so every new batch
-        # size recompiled (issue 12.13). Exact for finite values; costs a (K, layer
-        # size) one-hot matrix.
-        return torch.nn.functional.one_hot(linear, rows.shape[1]).to(rows.dtype) @ rows.T
-    return rows[:, linear].T
-
-
-def _linear_index(index: tuple, sizes: Sequence[int], device: torch.device) -> Tensor:
-    """Row-major linear index of ``index`` into ``sizes``, as a 0-d long tensor."""
-    linear = torch.zeros((), dtype=torch.long, device=device)
-    for i, size in zip(index, sizes):
-        i = torch.as_tensor(i, device=device).long()
-        linear = linear * size + torch.where(i < 0, i + size, i)
-    return linear
 
 
 def resolve_layer(root: Any, layer: Any, name: str = "layer") -> nn.Module:

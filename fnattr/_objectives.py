@@ -11,6 +11,7 @@ selection meanings (Captum's) live in :mod:`fnattr._normalize`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Sequence
 
 import torch
@@ -70,7 +71,7 @@ def _stack(rows: list[Tensor]) -> Tensor:
 
 
 def _row_sums(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:])).sum(1)
 
 
 def _of_targets(targets: tuple, squeeze: bool) -> Objective:
@@ -86,8 +87,8 @@ def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
         return target.map(lambda t: _target_rows(t, n0, n1, reps, n))
     if isinstance(target, list):
         return target[n0:n1] * reps
-    if isinstance(target, Tensor) and target.dim() == 1:
-        return target[n0:n1].repeat(reps)
+    if isinstance(target, Tensor) and target.dim() == 1 and target.shape[0] > 1:
+        return target[n0:n1].repeat(reps)  # (a (1,) target is one class for all)
     return target
 
 
@@ -116,7 +117,10 @@ def targets_objective(targets: Sequence[Any]) -> Objective:
 
     >>> (g,) = input_gradients(model, (x,), targets_objective(range(10)))   # (10, *x.shape)
     """
-    return _of_targets(tuple(targets), False)
+    targets = tuple(targets)
+    if not targets:
+        raise ValueError("`targets` must hold at least one target")
+    return _of_targets(targets, False)
 
 
 def neuron_objective(neuron_selector: Any) -> Objective:
@@ -139,7 +143,7 @@ def neuron_objective(neuron_selector: Any) -> Objective:
         if selectors == ["all"]:
             if isinstance(value, tuple):
                 raise ValueError('`neuron_selector` "all" needs a layer whose value is one tensor')
-            return value.reshape(value.shape[0], -1).T.clone()
+            return value.reshape(value.shape[0], math.prod(value.shape[1:])).T.clone()
         if many:
             gathered = N.select_neurons(value, selectors)
             if gathered is not None:
@@ -152,6 +156,8 @@ def neuron_objective(neuron_selector: Any) -> Objective:
 
 def _per_example(picked: Tensor, value: Any) -> Tensor:
     n = (value[0] if isinstance(value, tuple) else value).shape[0]
+    if picked.dim() > 1 and picked.shape[0] == n and picked[0].numel() == 1:
+        picked = picked.reshape(n)  # e.g. (N, 1): one scalar per example, as Captum
     if picked.dim() == 1 and picked.shape[0] == n:
         # A copy, not a view: a later in-place op on the layer value must not
         # rewrite the neuron's history (Captum clones the layer value likewise).

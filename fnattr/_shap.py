@@ -18,7 +18,8 @@ from . import _normalize as N
 from ._boundary import attribution, boundary, draw_paths
 from ._engine import Site
 from ._objectives import Objective
-from ._transforms import completeness_gap, path_average, sample_paths, site_gradient
+from ._paths import path_average, sample_paths
+from ._transforms import completeness_gap, site_gradient
 
 __all__ = ["gradient_shap", "neuron_gradient_shap"]
 
@@ -34,7 +35,8 @@ def _gradient_shap(forward_func: Callable, inputs: tuple, paths: tuple, target: 
                               starts, alphas, [1.0] * s, target=target,
                               additional_forward_args=additional_forward_args,
                               multiply_by_delta=multiply_by_inputs, stacked=True,
-                              internal_batch_size=internal_batch_size, reduce=False)
+                              internal_batch_size=internal_batch_size, reduce=False,
+                              convex=True)
     attrs = tuple(p.mean(1) for p in per_sample)
     if not return_convergence_delta:
         return attrs, None
@@ -59,7 +61,7 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, inputs: tuple, pat
     return path_average(grad, ends, starts, alphas, [1.0 / s] * s, target=neuron_selector,
                         additional_forward_args=additional_forward_args,
                         multiply_by_delta=multiply_by_inputs, stacked=True,
-                        internal_batch_size=internal_batch_size)
+                        internal_batch_size=internal_batch_size, convex=True)
 
 
 @attribution("inputs", path="sampled", delta=True, compat="GradientShap",
