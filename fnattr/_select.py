@@ -151,23 +151,7 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
             _check_index_bounds(t, output.shape[1:], "target")
         selected = torch.stack([output[(i, *t)] for i, t in enumerate(target)])
     else:  # one int per example: a list or a 1-D tensor
-        if output.dim() != 2:
-            raise ValueError(
-                f"a per-example `target` needs a 2-D output (batch, classes), got "
-                f"output shape {tuple(output.shape)}"
-            )
-        index = torch.as_tensor(target, device=output.device)
-        if index.shape[0] != output.shape[0]:
-            raise ValueError(
-                f"`target` has {index.shape[0]} entries for {output.shape[0]} examples"
-            )
-        if _concrete(index) and index.numel() and (
-            int(index.min()) < -output.shape[1] or int(index.max()) >= output.shape[1]
-        ):
-            raise IndexError(f"`target` index out of range for {output.shape[1]} outputs")
-        index = index.long()
-        index = torch.where(index < 0, index + output.shape[1], index)  # as an int target
-        selected = output.gather(1, index.reshape(-1, 1)).squeeze(1)
+        selected = _gather_per_example(output, target)
     if per_example and selected.dim() > 1 and selected[0].numel() == 1:
         selected = selected.reshape(selected.shape[0])  # e.g. (N, 1): Captum accepts it
     if per_example and selected.dim() != 1:
@@ -177,6 +161,27 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
             f"selection has shape {tuple(selected.shape)})"
         )
     return selected
+
+
+def _gather_per_example(output: Tensor, target: Any) -> Tensor:
+    """``output[i, target[i]]`` for one class index per example (a list or 1-D tensor)."""
+    if output.dim() != 2:
+        raise ValueError(
+            f"a per-example `target` needs a 2-D output (batch, classes), got "
+            f"output shape {tuple(output.shape)}"
+        )
+    index = torch.as_tensor(target, device=output.device)
+    if index.shape[0] != output.shape[0]:
+        raise ValueError(
+            f"`target` has {index.shape[0]} entries for {output.shape[0]} examples"
+        )
+    if _concrete(index) and index.numel() and (
+        int(index.min()) < -output.shape[1] or int(index.max()) >= output.shape[1]
+    ):
+        raise IndexError(f"`target` index out of range for {output.shape[1]} outputs")
+    index = index.long()
+    index = torch.where(index < 0, index + output.shape[1], index)  # as an int target
+    return output.gather(1, index.reshape(-1, 1)).squeeze(1)
 
 
 def take(t: Tensor, index: tuple) -> Tensor:

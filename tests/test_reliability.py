@@ -17,7 +17,7 @@ from torch import nn
 
 import fnattr
 from fnattr import _gauss, compat
-from fnattr._methods import _gradient_shap, _neuron_gradient_shap
+from fnattr._catalog import CATALOG
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
     from ._reference import assert_same, quiet
@@ -229,9 +229,9 @@ def test_gauss_legendre_large_n_integrates_exactly():
     assert abs(weights.sum() - 1) < 1e-13
     assert abs((weights * alphas**3).sum() - 0.25) < 1e-13
     assert abs((weights * np.cos(40 * alphas)).sum() - np.sin(40) / 40) < 1e-13
-    for n in range(2, 2 + 2 * fnattr._transforms.QUADRATURE_CACHE):
+    for n in range(2, 2 + 2 * fnattr._paths.QUADRATURE_CACHE):
         fnattr.quadrature("riemann_left", n)
-    assert len(fnattr._transforms._QUADRATURE) <= fnattr._transforms.QUADRATURE_CACHE
+    assert len(fnattr._paths._QUADRATURE) <= fnattr._paths.QUADRATURE_CACHE
 
 
 # ---------------------------------------------------------------- 12.1 SHAP points
@@ -253,14 +253,14 @@ def test_gradient_shap_replays_captum_at_relu_and_max_pool_kinks():
     draws = captum_draws((x,), (b,), 1, 0.0, 7, 8)
     kwargs = dict(inputs=x, baselines=b, n_samples=1, stdevs=0.0)
     expected = captum_gradient_shap((model,), dict(kwargs, target=2), 7, 8)
-    ours = _gradient_shap(model, (x,), False, draws, 2, None, False, True, False, None)
+    # the catalog's core: the method from explicit draws (what fnattr.compile traces)
+    ours = CATALOG["gradient_shap"].core(model, x, draws, 2)
     assert expected.abs().max() > 0.1
     assert (ours - expected).abs().max() <= 1e-6
     layer = model[2]
     expected = captum_gradient_shap((model, layer), dict(kwargs, neuron_selector=(2, 3, 2)),
                                     7, 8, neuron=True)
-    ours = _neuron_gradient_shap(model, layer, (x,), False, draws, (2, 3, 2), None, False,
-                                 True, False, None, None)
+    ours = CATALOG["neuron_gradient_shap"].core(model, layer, x, draws, (2, 3, 2))
     assert expected.abs().max() > 0.1
     assert (ours - expected).abs().max() <= 1e-6
 
