@@ -4,6 +4,7 @@ Named methods are short compositions of the public transforms re-exported
 here; see the README for the composable core.
 """
 
+from ._budget import memory_budget
 from ._compile import compile
 from ._engine import functional, transforms_active
 from ._normalize import each
@@ -56,6 +57,7 @@ __all__ = [
     "interpolate",
     "layer_conductance",
     "layer_gradients",
+    "memory_budget",
     "neuron_deconvolution",
     "neuron_gradient",
     "neuron_gradient_shap",

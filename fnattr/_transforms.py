@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _engine, _normalize as N
+from . import _budget, _engine, _normalize as N
 
 __all__ = [
     "quadrature",
@@ -274,6 +274,7 @@ def path_average(
     stacked: bool = False,
     internal_batch_size: int | None = None,
     reduce: bool = True,
+    memory_budget: int | str | None = None,
 ) -> tuple[Tensor, ...]:
     """Weighted average of a gradient function over points on straight paths.
 
@@ -302,6 +303,10 @@ def path_average(
         reduce: if False, return the unweighted per-point values
             ``(S, N, ...)`` instead of their weighted sum (e.g. to compute a
             convergence delta per sample).
+        memory_budget: bytes (or ``"512MiB"``) the call's working memory may
+            use when ``internal_batch_size`` is None: the block size (and the K
+            chunk) come from a probe of two rows (see ``fnattr._budget``).
+            ``None``: the :func:`fnattr.memory_budget` context's, else automatic.
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
@@ -312,16 +317,9 @@ def path_average(
     s = alphas.shape[0]
     per_point = alphas.dim() == 2
     n = ref.shape[1] if per_point else ref.shape[0]
-    if internal_batch_size is None or internal_batch_size >= s * n:
-        blocks = [(0, s, 0, n)]
-    elif internal_batch_size >= n:
-        steps = internal_batch_size // n
-        blocks = [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
-    else:
-        blocks = [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
-                  for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
-    total: list[Tensor] | None = None
-    for s0, s1, n0, n1 in blocks:
+
+    def run(block: tuple[int, int, int, int]) -> list[Tensor]:
+        s0, s1, n0, n1 = block
         a = alphas[s0:s1] if not per_point else alphas[s0:s1, n0:n1]
         ends = [_block(x, s0, s1, n0, n1, per_point) for x in inputs]
         starts = [_block(b, s0, s1, n0, n1, per_point) for b in baselines]
@@ -341,10 +339,34 @@ def path_average(
                 g = torch.tensordot(w, g, dims=([0], [int(stacked)])) if not stacked \
                     else torch.einsum("s,ks...->k...", w, g)
             part.append(g)
-        if len(blocks) == 1:
-            return tuple(part)
-        total = _accumulate(total, part, (s0, s1, n0, n1), (s, n), stacked, reduce)
+        return part
+
+    chunk = None
+    if internal_batch_size is None:
+        internal_batch_size, chunk = _budget.path_plan(
+            run, grad_fn, memory_budget, inputs, baselines, alphas, target,
+            additional_forward_args, (stacked, multiply_by_delta, reduce))
+    blocks = _blocks(internal_batch_size, s, n)
+    if len(blocks) == 1:
+        with _budget.chunk_limit(chunk):
+            return tuple(run(blocks[0]))
+    total: list[Tensor] | None = None
+    with _budget.chunk_limit(chunk):
+        for block in blocks:
+            total = _accumulate(total, run(block), block, (s, n), stacked, reduce)
     return tuple(total)
+
+
+def _blocks(internal_batch_size: int | None, s: int, n: int) -> list[tuple[int, int, int, int]]:
+    """``(s0, s1, n0, n1)`` blocks of at most ``internal_batch_size`` rows: whole
+    steps at a time, or slices of examples within a step when it is below ``n``."""
+    if internal_batch_size is None or internal_batch_size >= s * n:
+        return [(0, s, 0, n)]
+    if internal_batch_size >= n:
+        steps = internal_batch_size // n
+        return [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
+    return [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
+            for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
 
 
 def _block(t: Any, s0: int, s1: int, n0: int, n1: int, per_point: bool) -> Any:
@@ -381,6 +403,9 @@ def _accumulate(total, part, block, sizes, stacked, reduce):
 
 
 def _put(t: Tensor, index: tuple, p: Tensor) -> Tensor:
+    if not (t.requires_grad or p.requires_grad or _engine.transforms_active()):
+        t[index] += p  # in place: no second copy of the result per block
+        return t
     t = t.clone()  # out of place: the accumulation stays differentiable
     t[index] = t[index] + p
     return t
