@@ -330,11 +330,12 @@ def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, base
             sum(p.numel() * p.element_size() for p in part) // units
 
     cost = measure(probe, key, refs, k, ref.device.type)
-    # The result, plus one more copy when it is accumulated out of place (it
-    # stays differentiable) or kept per point (the method reduces it after).
-    copies = 2 if not reduce or any(isinstance(t, Tensor) and t.requires_grad
-                                    for t in inputs) else 1
-    outside = copies * cost.out * n * (1 if reduce else s)
+    # The result; a second copy when it is accumulated out of place (it stays
+    # differentiable); half more when kept per point (the method's reduction
+    # after, e.g. layer conductance's differences of neighbouring points).
+    result = cost.out * n * (1 if reduce else s)
+    kept = any(isinstance(t, Tensor) and t.requires_grad for t in inputs)
+    outside = result * (2 if kept else 1) + (0 if reduce else result // 2)
     if per_point:  # drawn paths the call materialized
         outside += sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                         for t in (*inputs, *baselines) if isinstance(t, Tensor)}.values())
