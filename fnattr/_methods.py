@@ -3,8 +3,8 @@
 Arguments shared by every method (``forward_func``, ``inputs``, ``target``,
 ``baselines``, ``additional_forward_args``, ``neuron_selector``, ``n_steps``,
 ``method``, ``internal_batch_size``, ``attribute_to_layer_input``,
-``create_graph``) are documented once, in :mod:`fnattr._normalize` and the
-README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
+``create_graph``, ``memory_budget``) are documented once, in :mod:`fnattr._normalize`
+and the README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def neuron_gradient(
         chunk_size: neurons per vectorized backward for a list of selectors
             (``None``: as many as keep that many copies of the saved
             activations under a per-device budget; all K on small models).
+        memory_budget: bytes (or ``"512MiB"``) for the K rows and examples
+            (see "Memory budget"; ``None``: the context's or automatic).
 
     Returns:
         Gradients shaped like ``inputs`` (a leading ``K`` for a list of K selectors).
@@ -137,7 +139,7 @@ def internal_influence(
     Args:
         forward_func, layer, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, attribute_to_layer_input,
-        create_graph: see "Shared arguments".
+        create_graph, memory_budget: see "Shared arguments".
 
     Returns:
         Attributions shaped like the layer's output (input); a tuple when the
