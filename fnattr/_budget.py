@@ -30,7 +30,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["memory_budget", "parse", "resolve", "Cost", "plan", "measure", "chunk_cap"]
+__all__ = ["memory_budget", "parse", "resolve", "Cost", "plan", "measure", "chunk_cap",
+           "chunk_limit", "path_plan", "planned", "block_rows"]
 
 # Rows per block on CPU with no budget: IG and internal influence on the S, M
 # and L benchmark models were within 8% of their fastest internal batch size
@@ -365,3 +366,31 @@ def planned(call: Callable[[], Any]) -> tuple[int | None, int | None]:
     finally:
         _LOCAL.planning = False
     return None, None
+
+
+def block_rows(budget: Any, run: Callable[[int], Any], key: tuple, refs: list, rows: int,
+               device: torch.device, outside: int = 0) -> int | None:
+    """Rows per block for an expansion of ``rows`` rows under ``budget`` (the
+    argument, else the context's, else automatic); ``None``: all at once.
+
+    For expansions outside :func:`fnattr.path_average` (noise tunnel): ``run(r)``
+    computes a block of ``r`` rows and returns its result (a tensor or a tuple
+    of tensors); the probe runs it once with two rows (cached per ``key``,
+    whose objects held by id are ``refs``). The results of all blocks count
+    against the budget, as does ``outside``.
+    """
+    budget = resolve(budget)
+    if budget is None:
+        budget = automatic(device)
+        if budget is None:
+            return CPU_ROWS if rows > CPU_ROWS else None
+    two = min(rows, 2)
+
+    def probe(_chunk: int) -> tuple[int, int]:
+        out = run(two)
+        out = out if isinstance(out, tuple) else (out,)
+        return two, sum(t.numel() * t.element_size() for t in out if isinstance(t, Tensor)) // two
+
+    cost = measure(probe, key, refs, 1, device.type)
+    r, _ = plan(budget, cost, rows, 1, outside + cost.out * rows)
+    return None if r >= rows else r

@@ -13,6 +13,7 @@ import fnattr
 from fnattr import _budget
 
 B = 2**10  # KiB
+MiB = 2**20
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,20 @@ def test_compiled_call_follows_the_budget(net):
     with fnattr.memory_budget(1):
         with pytest.raises(ValueError, match="one row needs"):
             ig(X, target=1, n_steps=8)
+
+
+def test_block_rows_for_other_expansions():
+    """The planner noise tunnel calls: a block of r rows holding r MiB fits the budget."""
+    def run(r):
+        work = torch.ones(r, MiB // 4)  # one MiB of working memory per row
+        return work.sum(1)
+
+    key = ("test_block_rows",)
+    rows = _budget.block_rows("20MiB", run, key, [], 100, torch.device("cpu"))
+    assert 10 <= rows <= 20
+    used, _ = peak(lambda: [run(rows) for _ in range(2)])
+    assert used <= 20 * MiB + MiB
+    assert _budget.block_rows("1GiB", run, key, [], 100, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="one row needs"):
+        _budget.block_rows(MiB // 2, run, key, [], 100, torch.device("cpu"))
+
