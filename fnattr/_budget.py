@@ -14,7 +14,8 @@ Budgets are bytes: an int, or a string with a binary (``KiB``, ``MiB``,
 ``"512MiB"``, ``"1.5GB"``. ``None`` is automatic: on CUDA half the free
 device memory at call time; on CPU a block of :data:`CPU_ROWS` rows, the
 fastest size measured on this project's models (benchmarks/RESULTS.md,
-"Memory budget"), without a probe. An explicit ``internal_batch_size`` or
+"Memory budget"), without a probe; on CPU a budget never makes blocks larger
+than that either (only slower). An explicit ``internal_batch_size`` or
 ``chunk_size`` wins over any budget.
 """
 
@@ -341,6 +342,7 @@ def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, base
         outside += sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                         for t in (*inputs, *baselines) if isinstance(t, Tensor)}.values())
     r, c = plan(budget, cost, s * n, k, outside)
+    r = _fast(r, ref.device)
     split = (None if r >= s * n else r), (None if c >= k else c)
     if _LOCAL.planning:
         raise _Planned(split)
@@ -393,4 +395,11 @@ def block_rows(budget: Any, run: Callable[[int], Any], key: tuple, refs: list, r
 
     cost = measure(probe, key, refs, 1, device.type)
     r, _ = plan(budget, cost, rows, 1, outside + cost.out * rows)
+    r = _fast(r, device)
     return None if r >= rows else r
+
+
+def _fast(rows: int, device: torch.device) -> int:
+    """On CPU, blocks beyond :data:`CPU_ROWS` rows only cost time (cache misses):
+    a budget bounds the block, the speed rule caps it."""
+    return min(rows, CPU_ROWS) if device.type == "cpu" else rows
