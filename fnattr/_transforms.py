@@ -346,6 +346,8 @@ def path_average(
         internal_batch_size, chunk = _budget.path_plan(
             run, grad_fn, memory_budget, inputs, baselines, alphas, target,
             additional_forward_args, (stacked, multiply_by_delta, reduce))
+    elif not _engine.transforms_active():
+        _budget.parse(memory_budget)  # checked even where internal_batch_size wins
     blocks = _blocks(internal_batch_size, s, n)
     if len(blocks) == 1:
         with _budget.chunk_limit(chunk):

@@ -132,6 +132,8 @@ def test_explicit_internal_batch_size_wins(net):
     out = fnattr.integrated_gradients(net, X, target=1, n_steps=8, internal_batch_size=5,
                                       memory_budget=1)  # 1 byte: would not fit one row
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`memory_budget`"):  # still checked
+        fnattr.integrated_gradients(net, X, target=1, internal_batch_size=5, memory_budget=-1)
 
 
 def test_context_sets_default_nests_and_restores(net):
