@@ -165,18 +165,22 @@ class Cost:
     out: int = 0
 
 
-def plan(budget: int, cost: Cost, rows: int, k: int = 1, outside: int = 0) -> tuple[int, int]:
+def plan(budget: int, cost: Cost, rows: int, k: int = 1, outside: int = 0,
+         after: int = 0) -> tuple[int, int]:
     """``(rows per block, K chunk)`` whose working memory fits ``budget``.
 
     ``outside`` is memory the call holds besides the block (its result, drawn
-    paths). Raises ``ValueError`` when not even one row with one backward row fits.
+    paths); ``after`` what the method needs on top of it once the blocks are
+    done (its final reduction). Raises ``ValueError`` when not even one row
+    with one backward row fits.
     """
     avail = budget - outside
-    if avail < cost.row:
+    if avail < max(cost.row, after):
         raise ValueError(
             f"`memory_budget` {_fmt(budget)} is too small: one row needs {_fmt(cost.row)}"
-            + (f" besides {_fmt(outside)} for the result and paths" if outside else "")
-            + f", so at least {_fmt(cost.row + outside)}")
+            + (f" besides {_fmt(outside + after)} for the result and paths"
+               if outside + after else "")
+            + f", so at least {_fmt(max(cost.row, after) + outside)}")
     r = max(1, min(rows, avail // cost.row))
     if k <= 1 or cost.k_row <= 0:
         return r, k
@@ -333,15 +337,15 @@ def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, base
 
     cost = measure(probe, key, refs, k, ref.device.type)
     # The result; a second copy when it is accumulated out of place (it stays
-    # differentiable); half more when kept per point (the method's reduction
-    # after, e.g. layer conductance's differences of neighbouring points).
+    # differentiable). Kept per point, the method reduces it after the blocks
+    # with up to half its size more (layer conductance's differences).
     result = cost.out * n * (1 if reduce else s)
     kept = any(isinstance(t, Tensor) and t.requires_grad for t in inputs)
-    outside = result * (2 if kept else 1) + (0 if reduce else result // 2)
+    outside = result * (2 if kept else 1)
     if per_point:  # drawn paths the call materialized
         outside += sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                         for t in (*inputs, *baselines) if isinstance(t, Tensor)}.values())
-    r, c = plan(budget, cost, s * n, k, outside)
+    r, c = plan(budget, cost, s * n, k, outside, 0 if reduce else result // 2)
     r = _fast(r, ref.device)
     split = (None if r >= s * n else r), (None if c >= k else c)
     if _LOCAL.planning:
