@@ -38,6 +38,9 @@ __all__ = ["memory_budget", "parse", "resolve", "Cost", "plan", "measure", "chun
 # and L benchmark models were within 8% of their fastest internal batch size
 # at 128 rows (the whole expanded batch was up to 2.2x slower on M).
 CPU_ROWS = 128
+# ... and, when a probe measured the rows, at most this many bytes per block:
+# IG on L (8.7 MB a row) was fastest at 32-64 rows and 1.1-1.4x slower at 128.
+CPU_BLOCK_BYTES = 512 * 2**20
 # Share of the free CUDA memory an automatic budget takes.
 CUDA_FRACTION = 0.5
 # Bytes per row assumed, per saved byte, when a probe cannot run (a profiler
@@ -346,7 +349,7 @@ def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, base
         outside += sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
                         for t in (*inputs, *baselines) if isinstance(t, Tensor)}.values())
     r, c = plan(budget, cost, s * n, k, outside, 0 if reduce else result // 2)
-    r = _fast(r, ref.device)
+    r = _fast(r, ref.device, cost.row)
     split = (None if r >= s * n else r), (None if c >= k else c)
     if _LOCAL.planning:
         raise _Planned(split)
@@ -399,11 +402,13 @@ def block_rows(budget: Any, run: Callable[[int], Any], key: tuple, refs: list, r
 
     cost = measure(probe, key, refs, 1, device.type)
     r, _ = plan(budget, cost, rows, 1, outside + cost.out * rows)
-    r = _fast(r, device)
+    r = _fast(r, device, cost.row)
     return None if r >= rows else r
 
 
-def _fast(rows: int, device: torch.device) -> int:
-    """On CPU, blocks beyond :data:`CPU_ROWS` rows only cost time (cache misses):
-    a budget bounds the block, the speed rule caps it."""
-    return min(rows, CPU_ROWS) if device.type == "cpu" else rows
+def _fast(rows: int, device: torch.device, row_bytes: int) -> int:
+    """On CPU, blocks beyond :data:`CPU_ROWS` rows or :data:`CPU_BLOCK_BYTES`
+    only cost time (cache misses): a budget bounds the block, the speed rule caps it."""
+    if device.type != "cpu":
+        return rows
+    return max(1, min(rows, CPU_ROWS, CPU_BLOCK_BYTES // max(1, row_bytes)))
