@@ -193,6 +193,12 @@ def test_plan_splits_rows_then_k():
     assert _budget.plan(1000, cost, rows=5, k=100) == (5, 11)
     with pytest.raises(ValueError, match="at least"):
         _budget.plan(1000, cost, rows=5, k=1, outside=950)
+    with pytest.raises(ValueError, match="at least"):  # the final reduction does not fit
+        _budget.plan(1000, cost, rows=5, k=1, outside=500, after=600)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _budget._fast(1000, cpu, 1) == _budget.CPU_ROWS  # CPU speed caps
+    assert _budget._fast(1000, cpu, _budget.CPU_BLOCK_BYTES // 10) == 10
+    assert _budget._fast(1000, cuda, 1) == 1000
 
 
 @pytest.mark.compile
