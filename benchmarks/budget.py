@@ -6,8 +6,10 @@ conductance, whose per-point result is most of it) it reports the peak working
 memory over the budget and the time over the unbounded call's, and compares
 with the best hand-picked ``internal_batch_size`` whose peak fits the same
 budget (the fastest of the whole-step sizes 1, 2, 4, 8, 16 steps, each
-measured the same way and timed in the same interleaved rounds). Then the case Captum cannot do: gradient SHAP with ``n_samples=200`` on
-L under 256 MiB, next to Captum's ``GradientShap`` peak in the same run.
+measured the same way and timed in the same interleaved rounds). Then the
+case Captum cannot do: gradient SHAP with ``n_samples=200`` on L under
+256 MiB, next to Captum's ``GradientShap`` peak (20 and 200 samples) in the
+same run.
 
 Peak: the CPU allocator's peak during one call, net of frees (torch.profiler
 allocation events, as :mod:`benchmarks.run`). Times: medians of ``R``

@@ -307,7 +307,8 @@ def _filled(cell: Any) -> bool:
 
 
 def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, baselines: tuple,
-              alphas: Tensor, target: Any, args: tuple, flags: tuple) -> tuple[int | None, int | None]:
+              alphas: Tensor, target: Any, args: tuple,
+              flags: tuple) -> tuple[int | None, int | None]:
     """``(internal_batch_size, K chunk)`` for :func:`fnattr.path_average` (None: unsplit /
     the engine's choice). ``run(block)`` computes one ``(s0, s1, n0, n1)`` block."""
     from ._engine import transforms_active  # the engine imports this module
