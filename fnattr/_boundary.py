@@ -16,7 +16,9 @@ What the body receives:
 * ``target``/``neuron_selector``: an :class:`~fnattr._objectives.Objective`
   (always a leading K; a single target or selector is K = 1);
 * ``n_steps``, ``n_samples``, ``internal_batch_size``, ``chunk_size``:
-  checked ints; ``stdevs``: one float per input; ``generator``: checked.
+  checked ints; ``stdevs``: one float per input; ``generator``,
+  ``grad_kwargs``: checked; ``memory_budget``: as given (``path_average``
+  and ``at_inputs`` plan with it).
 
 The body returns a tuple of ``(K, ...)`` attributions, and for methods with a
 convergence delta ``(attributions, delta or None)``; the wrapper drops K for a

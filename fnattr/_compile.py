@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from . import _methods, _shap, _lig  # noqa: F401  (they fill the catalog)
-from . import _normalize as N
+from . import _budget, _normalize as N
 from ._boundary import binder
 from ._catalog import Method, lookup
 from ._engine import Slots
@@ -147,6 +147,7 @@ def compile(
         fn = ready[bool(a.get("create_graph", False))]
         if entry.core is not None:  # sampled: the draws are made here, eagerly
             a = core_arguments(entry, a, fn)
+        _plan_outside(a, lambda: target(fn, *site, **a))
         with (f.slots if site else contextlib.nullcontext()):
             return compiled(fn, *site, **a)
 
@@ -181,3 +182,23 @@ def core_arguments(entry: Method, a: dict, f: Functional, draw: Callable | None 
     paths drawn here, eagerly (``draw``: the catalog's by default)."""
     paths = (draw or entry.draw)({**a, "forward_func": f})
     return {k: paths if k == "paths" else a[k] for k in _core_names(entry)}
+
+
+def _plan_outside(a: dict, eager: Callable[[], Any]) -> None:
+    """Resolves a memory budget (the call's or the context's) to an
+    ``internal_batch_size`` (and a neuron method's ``chunk_size``) eagerly,
+    before the compiled call: the split is a constant of the graph, so a new
+    split recompiles once and the probe never runs inside it."""
+    if "memory_budget" not in a:
+        return
+    budget = _budget.resolve(a["memory_budget"])
+    a["memory_budget"] = None  # nothing to parse inside the graph
+    if budget is None or a.get("internal_batch_size") is not None:
+        return
+    a["memory_budget"] = budget
+    rows, chunk = _budget.planned(eager)
+    a["memory_budget"] = None
+    if "internal_batch_size" in a:  # (gradient and neuron_gradient: the K chunk only)
+        a["internal_batch_size"] = rows
+    if chunk is not None and a.get("chunk_size", 0) is None:
+        a["chunk_size"] = chunk

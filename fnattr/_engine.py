@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from . import _budget
 from ._functional import Functional, transforms_active
 from ._objectives import Objective
 from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
@@ -124,10 +125,10 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
     an MLP, but 2-7x slower than small chunks on conv nets, whose vmapped
     backward spills out of cache."""
     budget = CHUNK_BUDGET_BYTES.get(device.type, CHUNK_BUDGET_BYTES["cuda"])
-    if saved_bytes <= 0:
-        return k
-    rows = budget // saved_bytes
-    return k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+    rows = k if saved_bytes <= 0 else budget // saved_bytes
+    step = k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+    cap = _budget.chunk_cap()  # a memory budget's K chunk (fnattr._budget)
+    return step if cap is None else max(1, min(step, cap))
 
 
 def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,

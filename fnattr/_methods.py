@@ -3,23 +3,24 @@
 Arguments shared by every method (``forward_func``, ``inputs``, ``target``,
 ``baselines``, ``additional_forward_args``, ``neuron_selector``, ``n_steps``,
 ``method``, ``internal_batch_size``, ``attribute_to_layer_input``,
-``create_graph``) are documented once, in :mod:`fnattr._normalize` and the
-README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
+``create_graph``, ``memory_budget``) are documented once, in :mod:`fnattr._normalize`
+and the README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _normalize as N
 from ._boundary import attribution
 from ._engine import Site
-from ._functional import functional
+from ._functional import functional, transforms_active
 from ._objectives import target_objective
-from ._paths import path_average, quadrature
+from ._paths import at_inputs, path_average, quadrature
 from ._transforms import completeness_gap, site_gradient
 
 __all__ = [
@@ -46,6 +47,7 @@ def gradient(
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Gradient of the target output with respect to the inputs (signed saliency).
 
@@ -54,8 +56,8 @@ def gradient(
 
     >>> g = gradient(model, x, target=3)
     """
-    return site_gradient(forward_func, create_graph=create_graph)(
-        inputs, target, additional_forward_args)
+    return at_inputs(site_gradient(forward_func, create_graph=create_graph), inputs, target,
+                     additional_forward_args, memory_budget)
 
 
 @attribution("inputs", path="quadrature", delta=True, compat="IntegratedGradients")
@@ -72,6 +74,7 @@ def integrated_gradients(
     multiply_by_inputs: bool = True,
     *,
     create_graph: bool = False,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Path integral of the input gradient times ``input - baseline``.
 
@@ -89,7 +92,7 @@ def integrated_gradients(
     attrs = path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
                          additional_forward_args=additional_forward_args,
                          multiply_by_delta=multiply_by_inputs, stacked=True,
-                         internal_batch_size=internal_batch_size)
+                         internal_batch_size=internal_batch_size, memory_budget=memory_budget)
     return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
                                     additional_forward_args) if return_convergence_delta else None)
 
@@ -115,7 +118,8 @@ def guided_backprop(
 
     >>> attr = guided_backprop(model, x, target=3)
     """
-    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
+    return at_inputs(site_gradient(model, create_graph=create_graph), inputs, target,
+                     additional_forward_args)
 
 
 @attribution("inputs", rule="deconv", compat="Deconvolution")
@@ -138,7 +142,8 @@ def deconvolution(
 
     >>> attr = deconvolution(model, x, target=3)
     """
-    return site_gradient(model, create_graph=create_graph)(inputs, target, additional_forward_args)
+    return at_inputs(site_gradient(model, create_graph=create_graph), inputs, target,
+                     additional_forward_args)
 
 
 @attribution("layer", path="quadrature", compat="InternalInfluence")
@@ -156,6 +161,7 @@ def internal_influence(
     *,
     create_graph: bool = False,
     grad_kwargs: dict | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Integral of the layer gradient along the straight path baseline -> input.
 
@@ -173,7 +179,7 @@ def internal_influence(
     Args:
         forward_func, layer, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, attribute_to_layer_input,
-        create_graph: see "Shared arguments".
+        create_graph, memory_budget: see "Shared arguments".
         grad_kwargs: Captum's extra ``torch.autograd.grad`` arguments; only
             ``materialize_grads`` (which fnattr always applies) is accepted.
 
@@ -187,7 +193,7 @@ def internal_influence(
                          create_graph=create_graph)
     return path_average(grad, inputs, baselines, *quadrature(method, n_steps), target=target,
                         additional_forward_args=additional_forward_args, stacked=True,
-                        internal_batch_size=internal_batch_size)
+                        internal_batch_size=internal_batch_size, memory_budget=memory_budget)
 
 
 @attribution("layer", path="quadrature", delta=True, compat="LayerConductance")
@@ -206,6 +212,7 @@ def layer_conductance(
     *,
     create_graph: bool = False,
     grad_kwargs: dict | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
 
@@ -225,10 +232,15 @@ def layer_conductance(
                          create_graph=create_graph, return_value=True)
     per_point = path_average(grad, inputs, baselines, alphas, [1.0] * len(alphas), target=target,
                              additional_forward_args=additional_forward_args, stacked=True,
-                             internal_batch_size=internal_batch_size, reduce=False)
+                             internal_batch_size=internal_batch_size, reduce=False,
+                             memory_budget=memory_budget)
     half = len(per_point) // 2  # (K, steps, N, ...) gradients, then the layer values
-    attrs = tuple((g[:, :-1] * (v[:, 1:] - v[:, :-1])).sum(1)
-                  for g, v in zip(per_point[:half], per_point[half:]))
+    # One temporary the size of a layer value per point (the differences,
+    # multiplied in place where no transform or graph needs them kept).
+    inplace = not (create_graph or transforms_active())
+    attrs = tuple((d.mul_(g[:, :-1]) if inplace else d * g[:, :-1]).sum(1)
+                  for g, d in ((g, torch.diff(v, dim=1))
+                               for g, v in zip(per_point[:half], per_point[half:])))
     return attrs, (completeness_gap(forward_func, attrs, baselines, inputs, target,
                                     additional_forward_args) if return_convergence_delta else None)
 
@@ -244,6 +256,7 @@ def neuron_gradient(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Gradient of one neuron of a layer with respect to the inputs.
 
@@ -270,6 +283,8 @@ def neuron_gradient(
         chunk_size: neurons per vectorized backward for a list of selectors
             (``None``: as many as keep that many copies of the saved
             activations under a per-device budget; all K on small models).
+        memory_budget: bytes (or ``"512MiB"``) for the K rows and examples
+            (see "Memory budget"; ``None``: the context's or automatic).
 
     Returns:
         Gradients shaped like ``inputs`` (a leading ``K`` for a list of K selectors).
@@ -277,9 +292,9 @@ def neuron_gradient(
     >>> g = neuron_gradient(model, model.fc1, x, neuron_selector=(3,))
     >>> g_many = neuron_gradient(model, "fc1", x, [(i,) for i in range(16)])  # (16, *x.shape)
     """
-    site = Site(layer, attribute_to_neuron_input)
-    return site_gradient(forward_func, site, create_graph=create_graph,
-                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
+    grad = site_gradient(forward_func, Site(layer, attribute_to_neuron_input),
+                         create_graph=create_graph, chunk_size=chunk_size)
+    return at_inputs(grad, inputs, neuron_selector, additional_forward_args, memory_budget)
 
 
 @attribution("neuron", path="quadrature", compat="NeuronIntegratedGradients")
@@ -298,6 +313,7 @@ def neuron_integrated_gradients(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Integrated gradients of a neuron (Captum's ``NeuronIntegratedGradients``).
 
@@ -311,7 +327,7 @@ def neuron_integrated_gradients(
     return path_average(grad, inputs, baselines, *quadrature(method, n_steps),
                         target=neuron_selector, additional_forward_args=additional_forward_args,
                         multiply_by_delta=multiply_by_inputs, stacked=True,
-                        internal_batch_size=internal_batch_size)
+                        internal_batch_size=internal_batch_size, memory_budget=memory_budget)
 
 
 @attribution("neuron", rule="guided", compat="NeuronGuidedBackprop")
@@ -330,9 +346,9 @@ def neuron_guided_backprop(
 
     >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
     """
-    site = Site(layer, attribute_to_neuron_input)
-    return site_gradient(model, site, create_graph=create_graph,
-                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
+    grad = site_gradient(model, Site(layer, attribute_to_neuron_input),
+                         create_graph=create_graph, chunk_size=chunk_size)
+    return at_inputs(grad, inputs, neuron_selector, additional_forward_args)
 
 
 @attribution("neuron", rule="deconv", compat="NeuronDeconvolution")
@@ -351,9 +367,9 @@ def neuron_deconvolution(
 
     >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
     """
-    site = Site(layer, attribute_to_neuron_input)
-    return site_gradient(model, site, create_graph=create_graph,
-                         chunk_size=chunk_size)(inputs, neuron_selector, additional_forward_args)
+    grad = site_gradient(model, Site(layer, attribute_to_neuron_input),
+                         create_graph=create_graph, chunk_size=chunk_size)
+    return at_inputs(grad, inputs, neuron_selector, additional_forward_args)
 
 
 def convergence_delta(

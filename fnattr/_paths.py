@@ -16,11 +16,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from . import _normalize as N
+from . import _budget, _normalize as N
+from ._functional import transforms_active
 from ._gauss import gauss_legendre
 from ._objectives import Objective, _target_rows
 
-__all__ = ["quadrature", "path_average", "sample_paths"]
+__all__ = ["quadrature", "path_average", "at_inputs", "sample_paths"]
 
 
 def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -102,6 +103,7 @@ def path_average(
     internal_batch_size: int | None = None,
     reduce: bool = True,
     convex: bool = False,
+    memory_budget: int | str | None = None,
 ) -> tuple[Tensor, ...]:
     """Weighted average of a gradient function over points on straight paths.
 
@@ -137,6 +139,10 @@ def path_average(
             integrated gradients, conductance and internal influence). The two
             differ by rounding (~1e-7 in float32), enough to flip a ReLU or
             max-pool kink.
+        memory_budget: bytes (or ``"512MiB"``) the call's working memory may
+            use when ``internal_batch_size`` is None: the block size (and the K
+            chunk) come from a probe of two rows (see ``fnattr._budget``).
+            ``None``: the :func:`fnattr.memory_budget` context's, else automatic.
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
@@ -149,14 +155,15 @@ def path_average(
         raise ValueError(
             f"`weights` must hold one weight per path position: got shape "
             f"{tuple(weights.shape)} for {alphas.shape[0]} `alphas`")
+    plan_key = grad_fn  # (the planner's cache key: the caller's function)
     if not stacked:  # one objective: the same path with a K = 1 axis, dropped at the end
         inner = grad_fn
         grad_fn = lambda *a: tuple(g.unsqueeze(0) for g in inner(*a))  # noqa: E731
     per_point = alphas.dim() == 2
     s, n = alphas.shape[0], (ref.shape[1] if per_point else ref.shape[0])
-    blocks = _blocks(internal_batch_size, s, n)
-    total: list[Tensor] | None = None
-    for s0, s1, n0, n1 in blocks:
+
+    def run(block: tuple[int, int, int, int]) -> list[Tensor]:
+        s0, s1, n0, n1 = block
         a = alphas[s0:s1] if not per_point else alphas[s0:s1, n0:n1]
         ends = [_block(x, s0, s1, n0, n1, per_point) for x in inputs]
         starts = [_block(b, s0, s1, n0, n1, per_point) for b in baselines]
@@ -164,11 +171,37 @@ def path_average(
                        for x, b in zip(ends, starts))
         args = tuple(_arg_rows(t, n0, n1, s1 - s0, n) for t in additional_forward_args)
         grads = grad_fn(points, _rows(target, n0, n1, s1 - s0, n), args)
-        part = _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
+        return _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
                              multiply_by_delta, reduce)
-        total = part if len(blocks) == 1 else _accumulate(total, part, (s0, s1, n0, n1),
-                                                          (s, n), reduce)
+
+    chunk = None
+    if internal_batch_size is None:
+        internal_batch_size, chunk = _budget.path_plan(
+            run, plan_key, memory_budget, inputs, baselines, alphas, target,
+            additional_forward_args, (stacked, multiply_by_delta, reduce))
+    elif not transforms_active():
+        _budget.parse(memory_budget)  # checked even where internal_batch_size wins
+    blocks = _blocks(internal_batch_size, s, n)
+    total: list[Tensor] | None = None
+    with _budget.chunk_limit(chunk):
+        for block in blocks:
+            part = run(block)
+            total = part if len(blocks) == 1 else _accumulate(total, part, block, (s, n),
+                                                              reduce)
     return tuple(total) if stacked else tuple(t[0] for t in total)
+
+
+def at_inputs(grad_fn: Callable, inputs: tuple[Tensor, ...], objective: Objective,
+              args: tuple, memory_budget: Any = None) -> tuple[Tensor, ...]:
+    """``grad_fn`` at the inputs themselves; under a memory budget (or on CUDA) as a
+    one-point path (``0 + 1 * x`` is ``x`` exactly), so that the planner splits the
+    examples and the K rows like every expanded method's."""
+    if transforms_active() or (_budget.resolve(memory_budget) is None
+                               and inputs[0].device.type != "cuda"):
+        return grad_fn(inputs, objective, args)
+    return path_average(grad_fn, inputs, (0.0,) * len(inputs), [1.0], [1.0], target=objective,
+                        additional_forward_args=args, stacked=True,
+                        memory_budget=memory_budget)
 
 
 def _blocks(internal_batch_size: int | None, s: int, n: int) -> list[tuple[int, int, int, int]]:
@@ -242,6 +275,9 @@ def _accumulate(total, part, block, sizes, reduce):
 
 
 def _put(t: Tensor, index: tuple, p: Tensor) -> Tensor:
+    if not (t.requires_grad or p.requires_grad or transforms_active()):
+        t[index] += p  # in place: no second copy of the result per block
+        return t
     t = t.clone()  # out of place: the accumulation stays differentiable
     t[index] = t[index] + p
     return t

@@ -27,7 +27,8 @@ __all__ = ["gradient_shap", "neuron_gradient_shap"]
 def _gradient_shap(forward_func: Callable, inputs: tuple, paths: tuple, target: Objective,
                    additional_forward_args: tuple = (), return_convergence_delta: bool = False,
                    multiply_by_inputs: bool = True, *, create_graph: bool = False,
-                   internal_batch_size: int | None = None) -> tuple:
+                   internal_batch_size: int | None = None,
+                   memory_budget: Any = None) -> tuple:
     """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
     ends, starts, alphas = paths
     s, n = alphas.shape
@@ -36,7 +37,7 @@ def _gradient_shap(forward_func: Callable, inputs: tuple, paths: tuple, target: 
                               additional_forward_args=additional_forward_args,
                               multiply_by_delta=multiply_by_inputs, stacked=True,
                               internal_batch_size=internal_batch_size, reduce=False,
-                              convex=True)
+                              convex=True, memory_budget=memory_budget)
     attrs = tuple(p.mean(1) for p in per_sample)
     if not return_convergence_delta:
         return attrs, None
@@ -52,7 +53,7 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, inputs: tuple, pat
                           attribute_to_neuron_input: bool = False,
                           multiply_by_inputs: bool = True, *, create_graph: bool = False,
                           internal_batch_size: int | None = None,
-                          chunk_size: int | None = None) -> tuple:
+                          chunk_size: int | None = None, memory_budget: Any = None) -> tuple:
     """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
     ends, starts, alphas = paths
     s = alphas.shape[0]
@@ -61,7 +62,8 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, inputs: tuple, pat
     return path_average(grad, ends, starts, alphas, [1.0 / s] * s, target=neuron_selector,
                         additional_forward_args=additional_forward_args,
                         multiply_by_delta=multiply_by_inputs, stacked=True,
-                        internal_batch_size=internal_batch_size, convex=True)
+                        internal_batch_size=internal_batch_size, convex=True,
+                        memory_budget=memory_budget)
 
 
 @attribution("inputs", path="sampled", delta=True, compat="GradientShap",
@@ -80,6 +82,7 @@ def gradient_shap(
     generator: torch.Generator | None = None,
     create_graph: bool = False,
     internal_batch_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Expected gradient over random points on random paths (GradientSHAP).
 
@@ -118,7 +121,8 @@ def gradient_shap(
     paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
     return _gradient_shap(forward_func, inputs, paths, target, additional_forward_args,
                           return_convergence_delta, multiply_by_inputs,
-                          create_graph=create_graph, internal_batch_size=internal_batch_size)
+                          create_graph=create_graph, internal_batch_size=internal_batch_size,
+                          memory_budget=memory_budget)
 
 
 @attribution("neuron", path="sampled", compat="NeuronGradientShap",
@@ -139,6 +143,7 @@ def neuron_gradient_shap(
     create_graph: bool = False,
     internal_batch_size: int | None = None,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
 
@@ -152,4 +157,5 @@ def neuron_gradient_shap(
     return _neuron_gradient_shap(forward_func, layer, inputs, paths, neuron_selector,
                                  additional_forward_args, attribute_to_neuron_input,
                                  multiply_by_inputs, create_graph=create_graph,
-                                 internal_batch_size=internal_batch_size, chunk_size=chunk_size)
+                                 internal_batch_size=internal_batch_size, chunk_size=chunk_size,
+                                 memory_budget=memory_budget)
