@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .types import Baselines, ForwardFunc, Layer, NeuronSelector, Target, TensorOrTuple
 from . import _normalize as N
 from ._catalog import register
 from ._engine import transforms_active
@@ -49,16 +50,16 @@ __all__ = [
 
 
 def neuron_gradient(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Gradient of one neuron of a layer with respect to the inputs.
 
     Captum's ``NeuronGradient`` as one function. Differs from it in that a
@@ -103,11 +104,11 @@ def neuron_gradient(
 
 
 def internal_influence(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -115,7 +116,7 @@ def internal_influence(
     attribute_to_layer_input: bool = False,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Integral of the layer gradient along the straight path baseline -> input.
 
     Captum's ``InternalInfluence`` as one function: the layer gradient of the
@@ -165,11 +166,11 @@ def internal_influence(
 
 
 def convergence_delta(
-    forward_func: Callable,
-    attributions: N.TensorOrTuple,
-    start_point: N.BaselineType,
-    end_point: N.TensorOrTuple,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    attributions: TensorOrTuple,
+    start_point: Baselines,
+    end_point: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
 ) -> Tensor:
     """Completeness gap per example: ``sum(attributions) - (f(end) - f(start))``.
@@ -241,13 +242,13 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
 
 
 def gradient(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Gradient of the target output with respect to the inputs (signed saliency).
 
     Captum's ``Saliency(abs=False)``; the base that ReLU rules turn into
@@ -266,13 +267,13 @@ def gradient(
 
 
 def guided_backprop(
-    model: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
+    model: ForwardFunc,
+    inputs: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Gradient with every ReLU's backward replaced by the guided rule.
 
     Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
@@ -290,13 +291,13 @@ def guided_backprop(
 
 
 def deconvolution(
-    model: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
+    model: ForwardFunc,
+    inputs: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Gradient with every ReLU's backward replaced by the deconvolution rule.
 
     Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
@@ -313,16 +314,16 @@ def deconvolution(
 
 
 def neuron_guided_backprop(
-    model: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    model: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Neuron gradient under the guided ReLU rule (Captum's ``NeuronGuidedBackprop``).
 
     >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
@@ -333,16 +334,16 @@ def neuron_guided_backprop(
 
 
 def neuron_deconvolution(
-    model: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    model: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Neuron gradient under the deconvolution rule (Captum's ``NeuronDeconvolution``).
 
     >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
@@ -368,12 +369,12 @@ def _shap_paths(inputs: Any, baselines: Any, n_samples: Any, stdevs: Any,
 
 
 def gradient_shap(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
     baselines: Any,
     n_samples: int = 5,
     stdevs: float | tuple[float, ...] = 0.0,
-    target: N.TargetType = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     return_convergence_delta: bool = False,
     multiply_by_inputs: bool = True,
@@ -460,10 +461,10 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
 
 
 def neuron_gradient_shap(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     baselines: Any,
     n_samples: int = 5,
     stdevs: float | tuple[float, ...] = 0.0,
@@ -475,7 +476,7 @@ def neuron_gradient_shap(
     create_graph: bool = False,
     internal_batch_size: int | None = None,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
 
     Captum's ``NeuronGradientShap``. A list of selectors shares one set of
@@ -517,10 +518,10 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tup
 
 
 def integrated_gradients(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -568,11 +569,11 @@ def integrated_gradients(
 
 
 def neuron_integrated_gradients(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
-    baselines: N.BaselineType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
+    baselines: Baselines = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -582,7 +583,7 @@ def neuron_integrated_gradients(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Integrated gradients of a neuron (Captum's ``NeuronIntegratedGradients``).
 
     :func:`path_average` of :func:`neuron_gradient` times ``x - b``; a list of
@@ -611,11 +612,11 @@ def neuron_integrated_gradients(
 
 
 def layer_conductance(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from . import _normalize as N
 from ._catalog import lookup
+from .types import TensorOrTuple
 
 __all__ = ["noise_tunnel"]
 
@@ -27,7 +28,7 @@ NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 def noise_tunnel(
     attribution_fn: Callable,
-    inputs: N.TensorOrTuple | None = None,
+    inputs: TensorOrTuple | None = None,
     *,
     nt_type: str = "smoothgrad",
     nt_samples: int = 5,
