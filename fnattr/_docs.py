@@ -1,7 +1,8 @@
 """Shared argument texts, written once and rendered into every public docstring.
 
 A docstring names the shared arguments it takes with a placeholder line in
-its ``Args:`` section, and starts its example with a setup placeholder::
+its ``Args:`` section, and starts its example with a ``{digits}`` line (which
+becomes the three ``>>>`` lines that load ``model``, ``x`` and ``labels``)::
 
     Args:
         {args: forward_func, inputs, target}
@@ -9,8 +10,7 @@ its ``Args:`` section, and starts its example with a setup placeholder::
 
     Example:
         {digits}
-        >>> fnattr.gradient(model, x, target=labels).shape
-        torch.Size([50, 1, 8, 8])
+        (then the example's own lines)
 
 :func:`render_public` (called once by ``fnattr/__init__.py`` for the package
 and :mod:`fnattr.metrics`, and by :mod:`fnattr.viz`) replaces each
@@ -119,7 +119,7 @@ DIGITS = (
 
 _PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{(?:args:(?P<names>[^}]*)|(?P<digits>digits))\}[ \t]*$",
                           re.MULTILINE)
-_WIDTH = 88
+_WIDTH = 80
 
 
 def _entry(key: str, indent: str) -> str:

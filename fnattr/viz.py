@@ -487,3 +487,9 @@ def save(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     return path
 
 from ._viz_metrics import deletion_curves, sanity_check  # noqa: E402,F401  (metric plots)
+
+# Shared argument texts and resolved annotations in the docstrings (fnattr._docs).
+from ._docs import render_public as _render_public  # noqa: E402
+
+_render_public(globals(), [*__all__, "deletion_curves", "sanity_check"])
+del _render_public
