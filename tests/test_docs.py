@@ -55,7 +55,13 @@ def _doctests() -> list[doctest.DocTest]:
 DOCTESTS = _doctests()
 
 
-@pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
+def _param(test: doctest.DocTest):
+    """A doctest that calls ``fnattr.compile`` is marked ``compile`` (~30 s on 2 cores)."""
+    compiles = any("fnattr.compile(" in e.source for e in test.examples)
+    return pytest.param(test, id=test.name, marks=[pytest.mark.compile] if compiles else [])
+
+
+@pytest.mark.parametrize("test", [_param(t) for t in DOCTESTS])
 def test_docstring_examples_run(test: doctest.DocTest, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # examples that save files write here
     torch.manual_seed(0)
