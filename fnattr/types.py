@@ -20,7 +20,7 @@ Example:
     >>> import inspect, fnattr
     >>> from fnattr.types import TensorOrTuple
     >>> TensorOrTuple.__value__
-    torch.Tensor | tuple[torch.Tensor, ...]
+    typing.Union[torch.Tensor, tuple[torch.Tensor, ...]]
     >>> inspect.signature(fnattr.gradient).parameters["inputs"]
     <Parameter "inputs: TensorOrTuple">
 """
