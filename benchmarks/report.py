@@ -390,8 +390,19 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+# Sections below this line in RESULTS.md come from the other benchmark modules
+# (benchmarks/metrics.py, dataset.py, budget.py, lig.py, ...): regenerating the
+# main tables keeps them.
+KEEP_MARKER = "<!-- sections below: other benchmark modules (kept when benchmarks.run rewrites this file) -->"
+
+
 def write_report(results: dict, md: Path, png: Path) -> None:
-    md.write_text(render(results))
+    kept = ""
+    if md.exists():
+        old = md.read_text()
+        if KEEP_MARKER in old:
+            kept = old.split(KEEP_MARKER, 1)[1]
+    md.write_text(render(results).rstrip() + "\n\n" + KEEP_MARKER + kept)
     plot(results, png)
 
 

@@ -570,24 +570,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     elif a.quick:  # never overwrite the committed full results with a smoke run
         import tempfile
 
-        a.out = Path(tempfile.gettempdir()) / "fnattr-bench-quick" / "RESULTS.md"
+        a.out = Path(tempfile.mkdtemp(prefix="fnattr-bench-quick-")) / "RESULTS.md"
     else:
         a.out = Path(__file__).resolve().parent / "RESULTS.md"
     a.png = Path(a.png) if a.png else a.out.with_name("ratios.png")
     return a
 
 
-def _cold_compile_setup() -> float:
+def _cold_compile_setup(cache_dir: str) -> float:
     """Disables the on-disk compile caches (compile times are cold) and warms
     inductor's one-time process start-up on a trivial function; returns that time."""
-    import tempfile
-
     import torch._functorch.config as fconfig
     import torch._inductor.config as iconfig
 
     # A fresh inductor cache directory: compiled C++ kernels from earlier runs
     # (kept under /tmp/torchinductor_<user> by default) would make "cold" warm.
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="fnattr-bench-inductor-")
+    # main() removes it when the run ends.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
     iconfig.fx_graph_cache = False
     fconfig.enable_autograd_cache = False
     t0 = time.perf_counter()
@@ -597,6 +596,17 @@ def _cold_compile_setup() -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    import shutil
+    import tempfile
+
+    cache_dir = tempfile.mkdtemp(prefix="fnattr-bench-inductor-")
+    try:
+        return _main(argv, cache_dir)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _main(argv: list[str] | None, cache_dir: str) -> dict:
     args = parse(argv)
     if args.rss_child:
         _rss_child(*args.rss_child, args.device)
@@ -614,7 +624,7 @@ def main(argv: list[str] | None = None) -> dict:
     info["default_threads"] = default_threads
     info["command"] = "python -m benchmarks.run" + ("" if argv is None and len(sys.argv) <= 1
                                                     else " " + " ".join(sys.argv[1:] if argv is None else argv))
-    info["startup_compile_s"] = _cold_compile_setup() if args.compile_methods else None
+    info["startup_compile_s"] = _cold_compile_setup(cache_dir) if args.compile_methods else None
     print(f"# {info['command']}  ({info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
           f"{info['threads']} threads, load {info['load']})", flush=True)
     blocks = []

@@ -5,6 +5,7 @@ here; see the README for the composable core.
 """
 
 from ._compile import compile
+from .dataset import attribute_dataset, open_attributions
 from ._engine import functional, transforms_active
 from ._normalize import each
 from ._methods import (
@@ -24,6 +25,8 @@ from ._methods import (
     neuron_integrated_gradients,
 )
 from ._noise import noise_tunnel
+
+from ._lig import layer_integrated_gradients, token_scores
 from ._rules import DeconvReLU, GuidedReLU, deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
@@ -43,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DeconvReLU",
     "GuidedReLU",
+    "attribute_dataset",
     "compile",
     "convergence_delta",
     "deconv_relu",
@@ -59,6 +63,7 @@ __all__ = [
     "interpolate",
     "layer_conductance",
     "layer_gradients",
+    "layer_integrated_gradients",
     "neuron_deconvolution",
     "neuron_gradient",
     "neuron_gradient_shap",
@@ -66,11 +71,14 @@ __all__ = [
     "neuron_integrated_gradients",
     "neuron_objective",
     "noise_tunnel",
+
+    "open_attributions",
     "path_average",
     "quadrature",
     "sample_paths",
     "target_objective",
     "targets_objective",
+    "token_scores",
     "transforms_active",
     "with_rule",
 ]

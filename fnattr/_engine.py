@@ -203,11 +203,15 @@ class _Tap:
     in-place op can change it; its result is kept in ``self.read_out``.
     Only the layer's *last* call in a forward is probed and read (Captum's
     behaviour for reused modules), which ``at_call`` pins in functional mode.
+    ``substitute``: a tuple of tensors that *replace* the layer's value at
+    every call (Captum's layer integrated gradients), instead of probing it.
     """
 
     def __init__(self, input_side: bool, probes: Any = None,
                  read: Callable | None = None, at_call: int | None = None,
-                 keep: bool = False, stop: bool = False) -> None:
+                 keep: bool = False, stop: bool = False,
+                 substitute: tuple[Tensor, ...] | None = None) -> None:
+        self.substitute = substitute
         self.stop = stop
         self.input_side = input_side
         self.probes = probes
@@ -233,6 +237,9 @@ class _Tap:
         index = self.calls
         self.calls += 1
         self.shapes = [(t.shape, t.dtype, t.device) for t in tensors]
+        if self.substitute is not None:
+            tensors = _check_substitute(self.substitute, tensors, module)
+            return _as_value(tensors, value, is_seq, self.input_side)
         if self.at_call is not None and index != self.at_call:
             return None
         if self.probes == "lazy":
@@ -258,11 +265,28 @@ class _Tap:
             raise _StopForward
         if self.probes is None:
             return None
-        if self.input_side:
-            return tensors
-        if is_seq:
-            return type(value)(tensors) if isinstance(value, list) else tensors
-        return tensors[0]
+        return _as_value(tensors, value, is_seq, self.input_side)
+
+
+def _as_value(tensors: tuple[Tensor, ...], value: Any, is_seq: bool, input_side: bool) -> Any:
+    """``tensors`` in the form of the layer's ``value``, as a hook returns it."""
+    if input_side:
+        return tensors
+    if is_seq:
+        return type(value)(tensors) if isinstance(value, list) else tensors
+    return tensors[0]
+
+
+def _check_substitute(new: tuple[Tensor, ...], old: tuple[Tensor, ...],
+                      module: nn.Module) -> tuple[Tensor, ...]:
+    if len(new) != len(old) or any(n.shape != o.shape for n, o in zip(new, old)):
+        raise ValueError(
+            f"the layer {type(module).__name__}'s value has shapes "
+            f"{[tuple(o.shape) for o in old]} here but {[tuple(n.shape) for n in new]} "
+            "where it was read: the layer's value must have the same shape at the "
+            "inputs, the baselines and the path points"
+        )
+    return new
 
 
 def forward_at(forward_func: Callable, inputs: Sequence[Tensor], args: tuple,
@@ -375,6 +399,7 @@ def gradients(
     chunk_size: int | None = None,
     return_value: bool = False,
     model: Any = None,
+    substitute: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, ...] | tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Gradient of a per-example objective with respect to the inputs or a layer.
 
@@ -396,17 +421,20 @@ def gradients(
     ``stacked`` (fnattr's neuron and target objectives), the largest power of
     two whose copies of the saved activations fit a per-device budget
     (:func:`_auto_chunk`); otherwise all K at once. With ``return_value``
-    the layer's value is returned too: ``(grads, value)``.
+    the layer's value is returned too: ``(grads, value)``. With ``substitute``
+    (and ``wrt_layer``) the layer's value is *replaced* by those tensors at
+    every call and the gradient is taken with respect to them (the inputs may
+    then be integers: nothing is differentiated at them).
     """
     if not transforms_active():
         stop = read_at_layer and layer is not None and runs_once(model, layer)
         grads, value = _plain(forward_func, inputs, args, objective, layer, input_side,
                               wrt_layer, read_at_layer, create_graph, chunk_size,
-                              return_value, stop)
+                              return_value, stop, substitute)
     else:
         grads, value = _functional(forward_func, inputs, args, objective, layer,
                                    input_side, wrt_layer, read_at_layer, create_graph,
-                                   chunk_size, return_value)
+                                   chunk_size, return_value, substitute)
     return (grads, value) if return_value else grads
 
 
@@ -451,14 +479,17 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
 
 
 def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-           read_at_layer, create_graph, chunk_size, return_value, stop=False):
+           read_at_layer, create_graph, chunk_size, return_value, stop=False,
+           substitute=None):
     with torch.enable_grad():
         xs = tuple(inputs) if wrt_layer else tuple(_variable(x) for x in inputs)
+        if substitute is not None:
+            substitute = tuple(_variable(t) for t in substitute)
         tap = None
         if layer is not None:
-            tap = _Tap(input_side, probes="lazy" if wrt_layer else None,
+            tap = _Tap(input_side, probes="lazy" if wrt_layer and substitute is None else None,
                        read=_read_fn(objective, read_at_layer), keep=return_value,
-                       stop=stop)
+                       stop=stop, substitute=substitute)
         counter = None
         if chunk_size is None and getattr(objective, "stacked", False):
             counter = _SavedBytes()
@@ -466,7 +497,7 @@ def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
               if counter is not None else contextlib.nullcontext()):
             out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
-        wrt = tap.created if wrt_layer else xs
+        wrt = (substitute if substitute is not None else tap.created) if wrt_layer else xs
         if counter is not None and values.dim() == 2:
             chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
         grads = _backward(values, wrt, create_graph, chunk_size)
@@ -508,11 +539,13 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
 
 
 def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
-                read_at_layer, create_graph, chunk_size, return_value):
+                read_at_layer, create_graph, chunk_size, return_value, substitute=None):
     n_inputs = len(inputs)
     at_call = None
     probes: tuple[Tensor, ...] = ()
-    if wrt_layer:
+    if substitute is not None:  # the substitutes are the primals: no discovery forward
+        probes = tuple(substitute)
+    elif wrt_layer:
         # One discovery forward for the probes' shapes (dead code under compile).
         scout = _Tap(input_side)
         with torch.no_grad():
@@ -523,25 +556,34 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
         xs = primals[:n_inputs] if not wrt_layer else tuple(inputs)
         tap = None
         if layer is not None:
-            tap = _Tap(input_side, probes=primals if wrt_layer else None,
+            replace = primals if substitute is not None else None
+            tap = _Tap(input_side, probes=primals if wrt_layer and replace is None else None,
                        read=_read_fn(objective, read_at_layer), at_call=at_call,
-                       keep=return_value)
+                       keep=return_value, substitute=replace)
         out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         return values, (tap.value if return_value else ())
 
     primals = probes if wrt_layer else tuple(inputs)
-    values, vjp_fn, value = torch.func.vjp(pure, *primals, has_aux=True)
-    if values.dim() == 1:
-        grads = vjp_fn(torch.ones_like(values))
-    else:
-        k, n = values.shape
-        eye = _batched_eye(k, n, values)
-        if torch.compiler.is_compiling() and hasattr(forward_func, "__fnattr_rule__"):
-            # vmap over a custom autograd.Function does not compile
-            # (pytorch/pytorch#129845): one backward per row instead.
-            rows = [vjp_fn(eye[i]) for i in range(k)]
-            grads = tuple(torch.stack(g) for g in zip(*rows))
+    # Compiled, without create_graph: nothing outside the vjp is differentiated.
+    # Without this, parameters a plain callable closes over (not detached by
+    # ``functional``) make the compiled outputs differentiable: AOTAutograd then
+    # traces a double backward (none exists for CPU flash attention) and saves
+    # activations for it. ``torch.func.vjp`` ignores an outer ``no_grad``.
+    outer = torch.no_grad() if torch.compiler.is_compiling() and not create_graph \
+        else contextlib.nullcontext()
+    with outer:
+        values, vjp_fn, value = torch.func.vjp(pure, *primals, has_aux=True)
+        if values.dim() == 1:
+            grads = vjp_fn(torch.ones_like(values))
         else:
-            grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(eye)
+            k, n = values.shape
+            eye = _batched_eye(k, n, values)
+            if torch.compiler.is_compiling() and hasattr(forward_func, "__fnattr_rule__"):
+                # vmap over a custom autograd.Function does not compile
+                # (pytorch/pytorch#129845): one backward per row instead.
+                rows = [vjp_fn(eye[i]) for i in range(k)]
+                grads = tuple(torch.stack(g) for g in zip(*rows))
+            else:
+                grads = torch.func.vmap(vjp_fn, chunk_size=chunk_size)(eye)
     return grads, (value if return_value else None)

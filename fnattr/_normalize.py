@@ -266,6 +266,10 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
     if not isinstance(output, Tensor):
         raise TypeError(
             f"the forward function must return a Tensor, got {type(output).__name__}"
+            + ("; a Hugging Face model returns a ModelOutput (a dict): pass a forward "
+               "function that returns its logits, e.g. `forward_func=lambda ids, mask: "
+               "model(ids, attention_mask=mask).logits` with `additional_forward_args=mask`"
+               if isinstance(output, dict) else "")
         )
     if target is None:
         selected = output

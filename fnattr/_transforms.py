@@ -263,13 +263,18 @@ def layer_gradients(
     create_graph: bool = False,
     chunk_size: int | None = None,
     return_value: bool = False,
+    substitute: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, ...]:
     """Gradient of ``objective`` (summed over examples) with respect to a layer's value.
 
     The layer's output (or input) is tapped with a zero probe; the gradient
     with respect to the probe is returned, one tensor per tensor of the
     layer's value (Captum's tuple convention), with a leading ``K`` for a
-    ``[K, N]`` objective.
+    ``[K, N]`` objective. With ``substitute`` (one tensor per tensor of the
+    layer's value, same shapes) the layer's value is *replaced* by those
+    tensors at every call and the gradient is taken at them: the inputs only
+    drive the rest of the forward and may be integer token ids (see
+    :func:`fnattr.layer_integrated_gradients`).
 
     Args:
         {args: forward_func}
@@ -280,6 +285,8 @@ def layer_gradients(
         {args: attribute_to_layer_input, create_graph, chunk_size}
         return_value: also return the layer's value (a copy taken when the
             layer ran), as ``(grads, value)``.
+        substitute: tensors to put in place of the layer's value (``None``:
+            the value the layer computes).
 
     Returns:
         A tuple of gradients shaped like the layer's value (with a leading
@@ -298,6 +305,7 @@ def layer_gradients(
         additional_forward_args, objective, layer=layer,
         input_side=attribute_to_layer_input, wrt_layer=True,
         create_graph=create_graph, chunk_size=_chunk(chunk_size), return_value=return_value,
+        substitute=substitute,
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from . import _methods as M
+from . import _lig, _methods as M  # noqa: F401  (_lig: its catalog entry)
 from ._catalog import CATALOG, Method
 from ._noise import noise_tunnel
 
@@ -42,6 +42,7 @@ __all__ = [
     "InternalInfluence",
     "LayerAttribution",
     "LayerConductance",
+    "LayerIntegratedGradients",
     "NeuronDeconvolution",
     "NeuronGradient",
     "NeuronGradientShap",
@@ -59,6 +60,7 @@ _CAPTUM_ONLY: dict[str, tuple[tuple[str, Any, str | None], ...]] = {
     "Saliency": (("abs", True, "target"),),
     "InternalInfluence": (("grad_kwargs", None, None),),
     "LayerConductance": (("grad_kwargs", None, None),),
+    "LayerIntegratedGradients": (("grad_kwargs", None, None),),
 }
 # Captum's ``multiplies_by_inputs`` where no constructor argument sets it.
 _MULTIPLIES = {"LayerConductance": True}
@@ -194,6 +196,7 @@ NeuronIntegratedGradients = _shell("NeuronIntegratedGradients")
 NeuronGradientShap = _shell("NeuronGradientShap")
 NeuronGuidedBackprop = _shell("NeuronGuidedBackprop")
 NeuronDeconvolution = _shell("NeuronDeconvolution")
+LayerIntegratedGradients = _shell("LayerIntegratedGradients")
 
 
 class LayerAttribution:

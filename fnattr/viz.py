@@ -505,8 +505,12 @@ def save(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
 
 from ._viz_metrics import deletion_curves, sanity_check  # noqa: E402,F401  (metric plots)
 
+from ._viz_tokens import token_matrix, tokens  # noqa: E402  (token attributions)
+
+__all__ += ["deletion_curves", "sanity_check", "tokens", "token_matrix"]
+
 # Shared argument texts and resolved annotations in the docstrings (fnattr._docs).
 from ._docs import render_public as _render_public  # noqa: E402
 
-_render_public(globals(), [*__all__, "deletion_curves", "sanity_check"])
+_render_public(globals(), __all__)
 del _render_public

@@ -2,8 +2,12 @@
 
 Writes ``fnattr/data/digits.pt`` (state dict + held-out examples, loadable with
 ``torch.load(..., weights_only=True)``) and ``fnattr/data/README.md`` (test
-accuracy). Deterministic: fixed seeds, deterministic algorithms, one thread.
-Needs scikit-learn (only for the dataset). Runs in a few seconds on a CPU::
+accuracy). Fixed seeds, deterministic algorithms and one thread make a rerun
+on the same machine and torch build give the same weights; on another CPU or
+torch build the floating-point kernels may round differently, so expect the
+same accuracy (to about a digit of the held-out set), not bit-identical
+weights. Needs scikit-learn (only for the dataset: ``pip install
+'fnattr[train]'``). Runs in a few seconds on a CPU::
 
     python scripts/train_embedded.py
 """
@@ -91,7 +95,10 @@ def write_readme(path: Path, test_accuracy: float, num_test: int, artifact: Path
         f"pixel values / 16, stratified split with {TEST_FRACTION:.0%} held out "
         f"(seed {SEED}).\n\n"
         f"Test accuracy: **{test_accuracy:.4f}** ({num_test} held-out images).\n\n"
-        "Regenerate (deterministic) with `python scripts/train_embedded.py`.\n"
+        "Regenerate with `pip install 'fnattr[train]'` (scikit-learn) and\n"
+        "`python scripts/train_embedded.py`: seeded and deterministic on one machine and torch\n"
+        "build, so it reproduces this accuracy; the weights are bit-identical only on the same\n"
+        "CPU and torch build.\n"
     )
 
 

@@ -9,6 +9,7 @@ Captum calls. Fast (a few seconds); nothing is compiled.
 
 from __future__ import annotations
 
+from pathlib import Path
 import warnings
 
 import pytest
@@ -79,3 +80,28 @@ def test_floor_many_neurons_match_captum_loop():
     ref = torch.stack([cap.attribute(spec.inputs, n) for n in neurons])
     for chunk in (1, 3, None):
         _close(fl.neuron_gradient_many(spec.inputs, neurons, chunk), ref)
+
+
+def test_quick_runs_write_to_a_fresh_directory_and_remove_their_inductor_cache(monkeypatch):
+    from benchmarks import run
+
+    a, b = run.parse(["--quick"]), run.parse(["--quick"])
+    assert a.out.parent != b.out.parent and a.out.parent.exists()
+    a.out.parent.rmdir(), b.out.parent.rmdir()
+    seen = []
+    monkeypatch.setattr(run, "_main", lambda argv, cache_dir: seen.append(cache_dir) or {})
+    run.main(["--quick"])
+    assert seen and not Path(seen[0]).exists()
+
+
+def test_regenerating_results_keeps_the_other_modules_sections(tmp_path, monkeypatch):
+    from benchmarks import report
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("old tables\n\n" + report.KEEP_MARKER + "\n\n## Dataset-scale attribution\nrow\n")
+    monkeypatch.setattr(report, "render", lambda results: "new tables\n")
+    monkeypatch.setattr(report, "plot", lambda results, png: None)
+    report.write_report({}, md, tmp_path / "r.png")
+    text = md.read_text()
+    assert text.startswith("new tables") and "old tables" not in text
+    assert text.endswith(report.KEEP_MARKER + "\n\n## Dataset-scale attribution\nrow\n")

@@ -1,4 +1,4 @@
-"""The ``fnattr`` command line: demo, explain, bench, and its one-line errors.
+"""The ``fnattr`` command line: demo, explain, and its one-line errors.
 
 A few true subprocess runs (``sys.executable -m fnattr``) check the real
 entry point, exit codes and stderr; the many error cases run in-process
@@ -47,6 +47,22 @@ def make():
 
 def broken():
     raise RuntimeError("factory exploded")
+
+
+def exits():
+    raise SystemExit(0)
+
+
+class Picky(Tiny):
+    def forward(self, x):
+        if x.shape[0] == 1:
+            raise RuntimeError("picky: no batches of one")
+        return super().forward(x)
+
+
+def picky():
+    torch.manual_seed(0)
+    return Picky()
 '''
 
 
@@ -86,6 +102,9 @@ def files(tmp_path_factory):
         torch.save(torch.rand(2, 1, 16, 16), d / "big.pt")
         torch.save(torch.rand(2, 3, 8, 8), d / "rgb.pt")
         torch.save({"x": torch.zeros(2)}, d / "dict.pt")
+        torch.save(torch.zeros(0, 1, 8, 8), d / "empty.pt")
+        np.save(d / "empty.npy", np.zeros((0, 1, 8, 8), np.float32))
+        (d / "zero_bytes.pt").write_bytes(b"")
         yield d, model, x
     finally:
         sys.path.remove(str(d))
@@ -175,19 +194,6 @@ def test_explain_subprocess_torchscript_model(tmp_path, files):
     assert not (tmp_path / "g.png").exists()
 
 
-def test_bench_quick(tmp_path, files):
-    if not (ROOT / "benchmarks" / "run.py").is_file():
-        pytest.skip("benchmarks/run.py does not exist yet")
-    # The smallest run: one method, no compile; results go to tmp_path, not the checkout.
-    out = tmp_path / "RESULTS.md"
-    result = _run(["bench", "--quick", "--methods", "guided_backprop", "--no-compile",
-                   "--no-memory", "--k", "--repeats", "1", "--out", out], tmp_path, files[0],
-                  timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert out.is_file()
-
-
 # ------------------------------------------------------------------ in-process runs
 
 
@@ -201,14 +207,13 @@ def _main(args, capsys):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["explain", "--help"],
-                                  ["bench", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["explain", "--help"]])
 def test_help(args, capsys):
     code, out, _ = _main(args, capsys)
     assert code == 0
     assert "usage: fnattr" in out
     if args == ["--help"]:
-        assert all(command in out for command in ("demo", "explain", "bench"))
+        assert all(command in out for command in ("demo", "explain"))
     if args[0] == "explain":
         assert "--method" in out and "module:factory" in out and "integrated_gradients" in out
 
@@ -287,13 +292,13 @@ def test_explain_compile_missing(tmp_path, files, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_bench_without_benchmarks(capsys, monkeypatch):
-    # None in sys.modules makes the import fail as if the package were missing.
-    monkeypatch.setitem(sys.modules, "benchmarks.run", None)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    code, _, err = _main(["bench", "--quick"], capsys)
-    assert code == 2
-    _assert_one_line_error(err, "benchmarks")
+def test_bench_is_not_in_the_installed_cli(capsys):
+    # The benchmarks live in a source checkout; the installed CLI points there
+    # instead of importing a `benchmarks` package from wherever it runs.
+    for args in (["bench"], ["bench", "--quick"], ["bench", "--help"]):
+        code, out, err = _main(args, capsys)
+        assert code == 2 and out == ""
+        _assert_one_line_error(err, "python -m benchmarks.run")
 
 
 def _error_cases(d: Path):
@@ -327,7 +332,8 @@ def _error_cases(d: Path):
         "target not a number": ([tiny, x, "--target", "seven"], "argument --target"),
         "target with too many dims": ([tiny, x, "--target", "0,1"], "--target 0,1 has 2"),
         "neuron out of range": ([tiny, x, "--method", "neuron_gradient", "--layer", "features.0",
-                                 "--neuron", "9,0,0"], "--neuron index 9 is out of range"),
+                                 "--neuron", "9,0,0"],
+                                "neuron_gradient rejected --neuron: `neuron_selector` index 9"),
         "neuron missing": ([tiny, x, "--method", "neuron_gradient", "--layer", "features.0"],
                            "--neuron is required"),
         "layer missing": ([tiny, x, "--method", "layer_conductance"], "--layer is required"),
@@ -339,6 +345,28 @@ def _error_cases(d: Path):
         "layer on TorchScript": ([d / "model_ts.pt", x, "--method", "internal_influence",
                                   "--layer", "features.0"], "needs named layers"),
         "unknown option": ([tiny, x, "--bogus"], "unrecognized arguments: --bogus"),
+        # issue 13.7: non-finite options are refused when parsed
+        "stdevs inf": ([tiny, x, "--method", "gradient_shap", "--stdevs", "inf"],
+                       "argument --stdevs: expected a finite non-negative number"),
+        "stdevs nan": ([tiny, x, "--method", "gradient_shap", "--stdevs", "nan"],
+                       "argument --stdevs"),
+        "std nan": ([tiny, d / "digit.png", "--grayscale", "--std", "nan"], "argument --std"),
+        "std zero": ([tiny, d / "digit.png", "--grayscale", "--std", "0"], "argument --std"),
+        "mean nan": ([tiny, d / "digit.png", "--grayscale", "--mean", "nan"],
+                     "argument --mean"),
+        "mean inf": ([tiny, d / "digit.png", "--grayscale", "--mean=-inf"], "argument --mean"),
+        # issue 13.9: each of these was a traceback (exit 1) or a silent exit 0
+        "empty input": ([tiny, d / "empty.pt"], "is empty (shape [0, 1, 8, 8])"),
+        "empty .npy input": ([tiny, d / "empty.npy"], "is empty"),
+        "zero-byte input": ([tiny, d / "zero_bytes.pt"], "input file"),
+        "huge seed": ([tiny, x, "--method", "gradient_shap", "--seed",
+                       "99999999999999999999999"], "argument --seed: expected an integer seed"),
+        "seed too small": ([tiny, x, "--method", "gradient_shap", f"--seed={-2**63 - 1}"],
+                           "argument --seed"),
+        "huge size": ([tiny, d / "digit.png", "--size", "100000"], "argument --size"),
+        "factory raises SystemExit": ([f"{TINY}:exits", x], "calling exits() failed: SystemExit"),
+        "pred on a later batch": ([f"{TINY}:picky", x, "--method", "gradient",
+                                   "--batch-size", "2"], "gradient failed: picky: no batches"),
     }
 
 
@@ -402,12 +430,174 @@ def test_existing_output_is_kept_on_failure(tmp_path, files, capsys):
 
 
 def test_explain_figure_says_how_many_examples_it_shows_and_names_the_neuron():
-    import argparse
+    from fnattr.cli.figure import figure as draw
 
-    args = argparse.Namespace(method="neuron_gradient", layer="features.2", neuron=[0, 3, 3])
     attributions, x = torch.randn(10, 1, 8, 8), torch.rand(10, 1, 8, 8)
     titles = [f"#{i}" for i in range(10)]
-    figure = cli._figure(attributions, x, args, True, titles, explicit=True)
+    figure = draw(attributions, x, "neuron_gradient (features.2)", True, titles, explicit=True,
+                  neuron=(0, 3, 3))
     heatmaps = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
     assert len(heatmaps) == 8 and figure.get_supxlabel() == "showing 8 of 10 examples"
     assert heatmaps[0].get_ylabel() == "neuron (0, 3, 3)"
+
+# ------------------------------------------------------------------ issue 13.1: no overwrites
+
+
+def _overwrite_cases(d: Path, work: Path):
+    """(arguments after MODEL, needle); ``work`` holds copies that must survive."""
+    tiny = f"{TINY}:make"
+    image, x, weights = work / "digit.png", work / "x.pt", work / "weights.pt"
+    (work / "link.png").symlink_to(image)
+    os.link(x, work / "hard.pt")
+    return {
+        # the default --png (--out with .png) is the input image
+        "default png is the input image": ([tiny, image, "--grayscale", "--out", work / "digit.pt"],
+                                           "--png"),
+        "out is the input": ([tiny, x, "--out", x], "--out"),
+        "out is a hard link to the input": ([tiny, x, "--out", work / "hard.pt"], "--out"),
+        "png is a symlink to the input": ([tiny, image, "--grayscale", "--out", work / "a.pt",
+                                           "--png", work / "link.png"], "--png"),
+        "png through a symlinked directory": ([tiny, image, "--grayscale", "--out", work / "a.pt",
+                                               "--png", work / "alias" / "digit.png"], "--png"),
+        "out is the weights": ([tiny, x, "--weights", weights, "--out", weights], "--out"),
+        "out is the baselines": ([tiny, x, "--baselines", x, "--out", x], "--out"),
+        "out is the model file": ([work / "model_ts.pt", x, "--out", work / "model_ts.pt"],
+                                  "--out"),
+        "png is the other output": ([tiny, x, "--out", work / "a.pt", "--png",
+                                     work / "alias" / "a.pt"], "--out and --png"),
+    }
+
+
+_OVERWRITES = ["default png is the input image", "out is the input",
+               "out is a hard link to the input", "png is a symlink to the input",
+               "png through a symlinked directory", "out is the weights", "out is the baselines",
+               "out is the model file", "png is the other output"]
+
+
+@pytest.mark.parametrize("case", _OVERWRITES)
+def test_explain_refuses_outputs_that_overwrite_a_source(case, tmp_path, files, capsys):
+    d, _, _ = files
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("digit.png", "x.pt", "weights.pt", "model_ts.pt"):
+        (work / name).write_bytes((d / name).read_bytes())
+    (work / "alias").symlink_to(work, target_is_directory=True)
+    args, needle = _overwrite_cases(d, work)[case]
+    before = {p: p.read_bytes() for p in work.iterdir() if p.is_file() and not p.is_symlink()}
+    listing = _listing(tmp_path)
+    code, out, err = _main(["explain", *args], capsys)
+    assert code == 2, (out, err)
+    _assert_one_line_error(err, needle, "same file" if " and " in needle else "would overwrite")
+    assert {p: p.read_bytes() for p in before} == before
+    assert _listing(tmp_path) == listing
+
+
+# ------------------------------------------------------------------ issue 13.2: one commit
+
+
+@pytest.mark.parametrize("fault", [OSError("disk full"), KeyboardInterrupt()])
+def test_explain_commits_pt_and_png_together(fault, tmp_path, files, capsys, monkeypatch):
+    d, _, _ = files
+    out, png = tmp_path / "a.pt", tmp_path / "a.png"
+    out.write_bytes(b"old pt")
+    png.write_bytes(b"old png")
+    real_replace = os.replace
+
+    def replace(src, dst):  # the png's move into place fails, after the .pt's
+        if Path(dst) == png and str(src).endswith(".tmp"):
+            raise fault
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code, _, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--method", "gradient",
+                          "--out", out], capsys)
+    assert code == (2 if isinstance(fault, OSError) else 130), err
+    assert out.read_bytes() == b"old pt" and png.read_bytes() == b"old png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.pt"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _main(["explain", f"{TINY}:make", d / "x.pt", "--method", "gradient", "--out", out],
+                 capsys)[0] == 0
+    assert torch.load(out, weights_only=True).shape == (5, 1, 8, 8)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.pt"]
+
+
+def test_explain_unsupported_png_format_is_refused_before_running(tmp_path, files, capsys):
+    d, _, _ = files
+    code, out, err = _main(["explain", f"{TINY}:make", d / "x.pt", "--out", tmp_path / "a.pt",
+                            "--png", tmp_path / "a.xyz"], capsys)
+    assert code == 2 and out == ""
+    _assert_one_line_error(err, "unsupported image format 'xyz'")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ import paths, help, extras
+
+
+def test_import_path_resolves_against_the_current_directory(tmp_path, files, capsys,
+                                                            monkeypatch):
+    # issue 12.15: the `fnattr` script's sys.path[0] is its own bin directory,
+    # not the current one; an import path must still find ./cwdpkg/models.py.
+    d, model, x = files
+    package = tmp_path / "fnattr_cli_cwdpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(f"from {TINY} import make as make_net\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    for name in [m for m in sys.modules if m.startswith("fnattr_cli_cwdpkg")]:
+        monkeypatch.delitem(sys.modules, name)
+    code, _, err = _main(["explain", "fnattr_cli_cwdpkg.models:make_net", d / "x.pt",
+                          "--method", "gradient", "--target", "1", "--out", "g.pt", "--no-png"],
+                         capsys)
+    assert code == 0, err
+    torch.testing.assert_close(torch.load(tmp_path / "g.pt", weights_only=True),
+                               fnattr.gradient(model, x, target=1))
+
+
+def test_explain_help_documents_import_paths_and_pt2_rules(capsys):
+    code, out, _ = _main(["explain", "--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
+    # issue 13.15: an import path is not a safe format: it runs code
+    assert "imports (runs) that module's code" in text
+    assert "any zero-argument callable" in text
+    # issue 12.17: rule methods work on a .pt2 program, not only an import path
+    assert "guided_backprop/deconvolution (and their neuron forms) need an import path or a " \
+           ".pt2 program" in text
+    assert "resolves against the current directory" in text
+
+
+def test_explain_rule_method_on_an_exported_program(tmp_path, files, capsys):
+    # issue 12.17: what the help now says holds: guided backprop on a .pt2.
+    d, model, x = files
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.export.save(torch.export.export(model, (x,)), tmp_path / "tiny.pt2")
+    out = tmp_path / "gb.pt"
+    code, _, err = _main(["explain", tmp_path / "tiny.pt2", d / "x.pt", "--method",
+                          "guided_backprop", "--target", "2", "--out", out, "--no-png"], capsys)
+    assert code == 0, err
+    torch.testing.assert_close(torch.load(out, weights_only=True),
+                               fnattr.guided_backprop(model, x, target=2))
+
+
+def test_train_extra_has_scikit_learn():
+    # issue 12.18: scripts/train_embedded.py imports sklearn
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(dep.startswith("scikit-learn") for dep in extras["train"])
+    assert "from sklearn" in (ROOT / "scripts" / "train_embedded.py").read_text()
+
+
+def test_errors_name_flags_from_the_argument_attribute():
+    from fnattr.cli.errors import argument_of
+
+    error = ValueError("`target` is mentioned, but the argument is another")
+    assert argument_of(error) == "target"
+    error.argument = "n_steps"
+    assert argument_of(error) == "n_steps"
+    assert argument_of(ValueError("`baselines[1]` has the wrong shape")) == "baselines"
+    assert argument_of(RuntimeError("no name here")) is None

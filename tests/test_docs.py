@@ -75,8 +75,7 @@ def test_docstring_examples_run(test: doctest.DocTest, tmp_path, monkeypatch) ->
 def _public() -> list[tuple[str, object]]:
     out = [(f"fnattr.{n}", getattr(fnattr, n)) for n in fnattr.__all__]
     out += [(f"fnattr.metrics.{n}", getattr(fnattr.metrics, n)) for n in fnattr.metrics.__all__]
-    out += [(f"fnattr.viz.{n}", getattr(fnattr.viz, n))
-            for n in [*fnattr.viz.__all__, "deletion_curves", "sanity_check"]]
+    out += [(f"fnattr.viz.{n}", getattr(fnattr.viz, n)) for n in fnattr.viz.__all__]
     return [(n, f) for n, f in out if inspect.isfunction(inspect.unwrap(f))]
 
 

@@ -1,0 +1,193 @@
+"""Layer integrated gradients, the method for models fed token ids, and token summaries.
+
+Integrated gradients needs a straight path between a baseline and the input,
+which token ids (integers into an ``nn.Embedding``) do not have. Layer
+integrated gradients integrates along the path between the *layer's values*
+at the baselines and at the inputs instead: the forward runs on the inputs and
+the layer's value is replaced by the path point (a substituting tap,
+``layer_gradients(..., substitute=points)``), so the inputs may be integers.
+Baselines for token inputs are token ids (a pad or mask id), as in Captum.
+
+Hugging Face models return a ``ModelOutput`` (a dict), not a Tensor: pass a
+one-line wrapper as the forward function, e.g.
+``lambda ids, mask: model(ids, attention_mask=mask).logits`` with
+``additional_forward_args=mask``, and the layer as a module object
+(``model.bert.embeddings``), which works with any callable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import _engine, _normalize as N
+from ._catalog import register
+from ._methods import _batch, convergence_delta
+from ._transforms import layer_gradients, path_average, quadrature, target_objective
+
+__all__ = ["layer_integrated_gradients", "token_scores"]
+
+
+def layer_integrated_gradients(
+    forward_func: Callable,
+    layer: nn.Module | str,
+    inputs: N.TensorOrTuple,
+    baselines: N.BaselineType = None,
+    target: N.TargetType = None,
+    additional_forward_args: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+    multiply_by_inputs: bool = True,
+    *,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+) -> Any:
+    """Integrated gradients along the path between a layer's values at the baselines and inputs.
+
+    Captum's ``LayerIntegratedGradients`` as one function: the layer's values
+    ``y(b)`` and ``y(x)`` are read with two forwards, then the forward runs on
+    the inputs (repeated per path point, one expanded batch) with the layer's
+    value *replaced* by ``y(b) + alpha * (y(x) - y(b))``; the gradient at that
+    value, averaged with ``method``'s quadrature, is multiplied by
+    ``y(x) - y(b)``. The inputs may be integer token ids: nothing is
+    differentiated at them. Differs from Captum in that
+    ``target=fnattr.each([...])`` gives all K targets from one forward and a
+    vectorized backward (``chunk_size`` rows at a time) and
+    ``create_graph=True`` keeps the result differentiable.
+
+    References:
+        Sundararajan et al., "Axiomatic Attribution for Deep Networks",
+        https://arxiv.org/abs/1703.01365 (applied at a layer, as in Captum)
+
+    Args:
+        forward_func, layer, inputs, baselines, target, additional_forward_args,
+        n_steps, method, internal_batch_size, attribute_to_layer_input,
+        create_graph: see "Shared arguments". For integer inputs the baselines
+            are token ids (an int, or an integer tensor like the inputs).
+        return_convergence_delta: also return ``sum(attr) - (f(x) - f(b))``.
+        multiply_by_inputs: multiply by ``y(x) - y(b)`` (else the path-averaged gradient).
+        chunk_size: targets per vectorized backward for ``fnattr.each`` targets.
+
+    Returns:
+        Attributions shaped like the layer's output (input), a tuple when its
+        value is a tuple of several tensors (a leading ``K`` for K targets),
+        and the deltas (``(N,)``, or ``(K, N)``) with ``return_convergence_delta``.
+
+    >>> f = lambda ids, mask: bert(ids, attention_mask=mask).logits
+    >>> attr = layer_integrated_gradients(f, bert.bert.embeddings, ids, baselines=0,
+    ...                                   target=1, additional_forward_args=mask)
+    """
+    xs, _ = N.as_tuple(inputs)
+    starts = _token_baselines(N.format_baselines(baselines, xs), xs)
+    N.check_target(target, xs[0].shape[0])
+    alphas, weights = quadrature(method, n_steps)
+    layer = N.resolve_layer(forward_func, layer)
+    args = N.format_args(additional_forward_args)
+    ends_at = _layer_value(forward_func, layer, xs, args, attribute_to_layer_input, create_graph)
+    starts_at = _layer_value(forward_func, layer, starts, args, attribute_to_layer_input,
+                             create_graph)
+    many, n_in = isinstance(target, N.Each), len(xs)
+
+    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        rows = points[0].shape[0]  # inputs of one example are broadcast by path_average
+        ids = tuple(x if x.shape[0] == rows else x.expand(rows, *x.shape[1:])
+                    for x in args_rows[:n_in])
+        return layer_gradients(
+            forward_func, layer, ids, target_objective(target_rows),
+            additional_forward_args=args_rows[n_in:],
+            attribute_to_layer_input=attribute_to_layer_input, create_graph=create_graph,
+            chunk_size=chunk_size, substitute=points)
+
+    attrs = path_average(grad_at, ends_at, starts_at, alphas, weights, target=target,
+                         additional_forward_args=xs + args,
+                         multiply_by_delta=multiply_by_inputs, stacked=many,
+                         internal_batch_size=_batch(internal_batch_size))
+    out = attrs if len(attrs) > 1 else attrs[0]
+    if not return_convergence_delta:
+        return out
+    if many:
+        return out, torch.stack([
+            convergence_delta(forward_func, tuple(a[k] for a in attrs), starts, xs, t, args)
+            for k, t in enumerate(target.targets)])
+    return out, convergence_delta(forward_func, attrs, starts, xs, target, args)
+
+
+def _token_baselines(baselines: tuple, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Baselines as full input-shaped tensors (the forward at the baselines needs the
+    inputs' batch); token ids for integer inputs."""
+    out = []
+    for i, (b, x) in enumerate(zip(baselines, xs)):
+        integer = not (x.dtype.is_floating_point or x.dtype.is_complex)
+        if not isinstance(b, Tensor):
+            if integer and b != int(b):
+                raise ValueError(
+                    f"`baselines` for the integer input {i} must be token ids (ints), got {b}")
+            out.append(torch.full_like(x, int(b) if integer else b))
+            continue
+        if integer and (b.dtype.is_floating_point or b.dtype.is_complex):
+            raise TypeError(
+                f"`baselines[{i}]` for an integer input must hold token ids (an integer "
+                f"tensor), got {b.dtype}")
+        out.append(b.expand_as(x) if b.shape[0] != x.shape[0] else b)
+    return tuple(out)
+
+
+def _layer_value(forward_func: Callable, layer: nn.Module, xs: tuple, args: tuple,
+                 input_side: bool, create_graph: bool) -> tuple[Tensor, ...]:
+    """The layer's value (its last call) for ``xs``: constants unless the result must
+    stay differentiable (``create_graph``, or under ``torch.func`` transforms; under
+    ``torch.compile`` alone as in eager mode)."""
+    keep_graph = create_graph or (_engine.transforms_active()
+                                  and not torch.compiler.is_compiling())
+    tap = _engine._Tap(input_side, keep=True)
+    with contextlib.nullcontext() if keep_graph else torch.no_grad():
+        _engine.forward_at(_engine.functional(forward_func, detach=not create_graph),
+                           xs, args, layer, tap)
+    return tap.value
+
+
+def token_scores(attributions: Tensor, normalize: bool = True) -> Tensor:
+    """One score per token: layer attributions on embeddings summed over the hidden dim.
+
+    The usual reduction of embedding attributions (Captum's NLP tutorials):
+    the last dim (hidden features) is summed, so each token's score is its
+    share of the total attribution (the scores sum to the attributions' sum).
+    With ``normalize`` each row of scores (the tokens of one example, or one
+    target's row) is divided by its L2 norm (rows of zeros stay zero), which
+    makes examples comparable on one colour scale but no longer sums to the
+    attribution.
+
+    Args:
+        attributions: a ``(..., T, H)`` Tensor: ``(N, T, H)`` from
+            :func:`layer_integrated_gradients` on an embedding layer, or
+            ``(K, N, T, H)`` for ``fnattr.each`` targets.
+        normalize: divide each row of ``T`` scores by its L2 norm.
+
+    Returns:
+        A ``(..., T)`` Tensor of token scores.
+
+    >>> scores = token_scores(layer_integrated_gradients(f, emb, ids, target=1))  # (N, T)
+    """
+    if not isinstance(attributions, Tensor):
+        raise TypeError(
+            "`attributions` must be a Tensor (..., tokens, hidden); for a layer whose value "
+            f"is a tuple pass one of its tensors, got {type(attributions).__name__}")
+    if attributions.dim() < 2:
+        raise ValueError(
+            "`attributions` needs (..., tokens, hidden) dims, got shape "
+            f"{tuple(attributions.shape)}")
+    scores = attributions.sum(-1)
+    if not normalize:
+        return scores
+    norm = torch.linalg.vector_norm(scores, dim=-1, keepdim=True)
+    return scores / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+register(layer_integrated_gradients, "layer", path="quadrature", delta=True,
+         compat="LayerIntegratedGradients", integer_inputs=True)

@@ -1,0 +1,362 @@
+"""Layer integrated gradients (fnattr._lig): Captum parity on a tiny BERT, a conv net
+and tuple-valued layers; K targets in one pass equal K calls (the causal-LM matrix);
+token summaries; the Hugging Face ModelOutput error; state left untouched."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import fnattr
+from fnattr import compat, viz
+
+from .conftest import ConvNet, captum_quiet
+
+transformers = pytest.importorskip("transformers")
+captum_attr = pytest.importorskip("captum.attr")
+
+METHODS = ["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid",
+           "gausslegendre"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Transformer forwards on tiny batches: 2 threads on a shared machine were 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def close(a, b, tol=1e-6):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.fixture(scope="module")
+def bert():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, vocab_size=100, num_labels=3)
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids = torch.randint(1, 100, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    return model, (lambda i, m: model(i, attention_mask=m).logits), ids, mask
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=100,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def captum_lig(forward, layer, inputs, multiply_by_inputs=True, **kwargs):
+    with captum_quiet():
+        return captum_attr.LayerIntegratedGradients(
+            forward, layer, multiply_by_inputs=multiply_by_inputs).attribute(inputs, **kwargs)
+
+
+@pytest.mark.parametrize("baselines", [0, "ids"])
+def test_bert_embeddings_with_mask_match_captum(bert, baselines):
+    model, forward, ids, mask = bert
+    if baselines == "ids":  # a per-example baseline of token ids ([CLS] kept, rest pad)
+        baselines = torch.zeros_like(ids)
+        baselines[:, 0] = ids[:, 0]
+    kw = dict(baselines=baselines, target=1, additional_forward_args=mask, n_steps=20,
+              return_convergence_delta=True)
+    attr, delta = fnattr.layer_integrated_gradients(forward, model.bert.embeddings, ids, **kw)
+    ref, ref_delta = captum_lig(forward, model.bert.embeddings, ids, **kw)
+    assert attr.shape == (3, 9, 64)
+    close(attr, ref)
+    close(delta, ref_delta)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 40])
+def test_internal_batch_size_matches_captum(bert, batch):
+    model, forward, ids, mask = bert
+    kw = dict(baselines=0, target=2, additional_forward_args=mask, n_steps=6,
+              internal_batch_size=batch)
+    close(fnattr.layer_integrated_gradients(forward, model.bert.embeddings, ids, **kw),
+          captum_lig(forward, model.bert.embeddings, ids, **kw))
+
+
+def test_one_example_and_a_word_embedding_layer(bert):
+    model, forward, ids, mask = bert
+    kw = dict(baselines=0, target=0, additional_forward_args=mask[:1], n_steps=8)
+    layer = model.bert.embeddings.word_embeddings
+    close(fnattr.layer_integrated_gradients(forward, layer, ids[:1], **kw),
+          captum_lig(forward, layer, ids[:1], **kw))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("multiply_by_inputs", [True, False])
+def test_conv_layer_every_quadrature_matches_captum(method, multiply_by_inputs):
+    torch.manual_seed(1)
+    net, x = ConvNet().eval(), torch.randn(4, 3, 8, 8)
+    kw = dict(baselines=0.1, target=3, n_steps=7, method=method, return_convergence_delta=True)
+    attr, delta = fnattr.layer_integrated_gradients(net, net.conv2, x, **kw,
+                                                    multiply_by_inputs=multiply_by_inputs)
+    ref, ref_delta = captum_lig(net, net.conv2, x, multiply_by_inputs, **kw)
+    close(attr, ref)
+    close(delta, ref_delta)
+
+
+def test_attribute_to_layer_input_matches_captum():
+    torch.manual_seed(2)
+    net, x = ConvNet().eval(), torch.randn(3, 3, 8, 8)
+    kw = dict(baselines=torch.randn(1, 3, 8, 8), target=[0, 2, 4], n_steps=9,
+              attribute_to_layer_input=True)
+    attr = fnattr.layer_integrated_gradients(net, net.conv2, x, **kw)
+    assert attr.shape == (3, 4, 6, 6)  # conv2's input
+    close(attr, captum_lig(net, net.conv2, x, **kw))
+
+
+class Split(nn.Module):
+    def forward(self, h):
+        return h[:, :3], h[:, 3:] * 2
+
+
+class TupleNet(nn.Module):
+    """A layer whose value is a tuple of two tensors of different shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.split, self.out = nn.Linear(5, 7), Split(), nn.Linear(7, 2)
+
+    def forward(self, x):
+        a, b = self.split(torch.tanh(self.fc(x)))
+        return self.out(torch.cat([a.sin(), b], 1))
+
+
+def test_tuple_valued_layer_matches_captum():
+    torch.manual_seed(3)
+    net, x = TupleNet().eval(), torch.randn(4, 5)
+    kw = dict(target=1, n_steps=11, return_convergence_delta=True)
+    (a, b), delta = fnattr.layer_integrated_gradients(net, net.split, x, **kw)
+    (ra, rb), ref_delta = captum_lig(net, net.split, x, **kw)
+    assert a.shape == (4, 3) and b.shape == (4, 4)
+    close(a, ra)
+    close(b, rb)
+    close(delta, ref_delta)
+
+
+def test_compat_shell_matches_captum(bert):
+    model, forward, ids, mask = bert
+    ours = compat.LayerIntegratedGradients(forward, model.bert.embeddings,
+                                           multiply_by_inputs=False)
+    assert ours.has_convergence_delta() and not ours.multiplies_by_inputs
+    assert ours.get_name() == "Layer Integrated Gradients"
+    kw = dict(baselines=0, target=1, additional_forward_args=mask, n_steps=5)
+    close(ours.attribute(ids, **kw),
+          captum_lig(forward, model.bert.embeddings, ids, multiply_by_inputs=False, **kw))
+
+
+def test_each_target_equals_single_calls_and_deltas(bert):
+    model, forward, ids, mask = bert
+    kw = dict(baselines=0, additional_forward_args=mask, n_steps=6, internal_batch_size=7,
+              return_convergence_delta=True)
+    layer = model.bert.embeddings
+    attr, delta = fnattr.layer_integrated_gradients(forward, layer, ids,
+                                                    target=fnattr.each([2, 0]), **kw)
+    for k, t in enumerate([2, 0]):
+        single, single_delta = fnattr.layer_integrated_gradients(forward, layer, ids, target=t,
+                                                                 **kw)
+        close(attr[k], single)
+        close(delta[k], single_delta)
+
+
+def generate(model, prompt, k):
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(k):
+            ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return ids
+
+
+def test_causal_lm_matrix_in_one_pass_equals_the_loop(gpt2):
+    prompt = torch.tensor([[5, 17, 42, 8, 99, 3]])
+    t, k = prompt.shape[1], 4
+    ids = generate(gpt2, prompt, k)
+    forward, layer = (lambda i: gpt2(i).logits), gpt2.transformer.wte
+    targets = [(t - 1 + j, int(ids[0, t + j])) for j in range(k)]
+    attr = fnattr.layer_integrated_gradients(forward, layer, ids, baselines=0,
+                                             target=fnattr.each(targets), n_steps=8)
+    matrix = fnattr.token_scores(attr, normalize=False)[:, 0, :t]
+    assert matrix.shape == (k, t)
+    loop = torch.stack([
+        fnattr.layer_integrated_gradients(forward, layer, ids, baselines=0, target=tg,
+                                          n_steps=8)[0].sum(-1)[:t] for tg in targets])
+    close(matrix, loop)
+    close(attr[2], captum_lig(forward, layer, ids, baselines=0, target=targets[2], n_steps=8))
+    # causality: the generated tokens after a position do not change its logit
+    assert attr[0, 0, t:].abs().max() == 0
+
+
+def test_token_scores_sum_to_the_attribution(bert):
+    model, forward, ids, mask = bert
+    attr = fnattr.layer_integrated_gradients(forward, model.bert.embeddings, ids, baselines=0,
+                                             target=1, additional_forward_args=mask, n_steps=5)
+    raw = fnattr.token_scores(attr, normalize=False)
+    assert raw.shape == (3, 9)
+    close(raw.sum(1), attr.sum((1, 2)), 1e-5)
+    close(raw[1, 4], attr[1, 4].sum())
+    unit = fnattr.token_scores(attr)
+    close(unit.norm(dim=-1), torch.ones(3))
+    close(unit * raw.norm(dim=-1, keepdim=True), raw)
+    assert fnattr.token_scores(torch.zeros(2, 4, 3)).abs().max() == 0  # no NaN for zero rows
+    with pytest.raises(TypeError, match="`attributions`"):
+        fnattr.token_scores((attr,))
+    with pytest.raises(ValueError, match="`attributions`"):
+        fnattr.token_scores(torch.zeros(4))
+
+
+def test_model_output_error_names_the_one_line_recipe(bert):
+    model, _, ids, mask = bert
+    with pytest.raises(TypeError, match="SequenceClassifierOutput") as info:
+        fnattr.layer_integrated_gradients(model, model.bert.embeddings, ids, baselines=0,
+                                          target=1, additional_forward_args=mask, n_steps=2)
+    assert "lambda ids, mask: model(ids, attention_mask=mask).logits" in str(info.value)
+    layer = nn.Identity()
+    with pytest.raises(TypeError, match="must return a Tensor, got dict; a Hugging Face"):
+        fnattr.layer_integrated_gradients(lambda x: {"logits": layer(x).sum(1)}, layer,
+                                          torch.ones(2, 3))
+
+
+def test_integer_baselines_are_token_ids(bert):
+    model, forward, ids, mask = bert
+    layer = model.bert.embeddings
+    with pytest.raises(TypeError, match="`baselines\\[0\\]`.*token ids"):
+        fnattr.layer_integrated_gradients(forward, layer, ids, baselines=torch.zeros(3, 9),
+                                          target=1, additional_forward_args=mask)
+    with pytest.raises(ValueError, match="`baselines`.*token ids"):
+        fnattr.layer_integrated_gradients(forward, layer, ids, baselines=0.5, target=1,
+                                          additional_forward_args=mask)
+
+
+def test_leaves_no_hooks_or_flags_even_when_the_model_raises(bert):
+    model, forward, ids, mask = bert
+    layer = model.bert.embeddings
+    fnattr.layer_integrated_gradients(forward, layer, ids, baselines=0, target=1,
+                                      additional_forward_args=mask, n_steps=2)
+
+    def broken(i, m):
+        model(i, attention_mask=m)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fnattr.layer_integrated_gradients(broken, layer, ids, target=1,
+                                          additional_forward_args=mask, n_steps=2)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
+
+
+def test_create_graph_differentiates_through_both_layer_values():
+    # After the layer the model is linear, so completeness is exact for any
+    # quadrature: sum(attr) = f(x) - f(b), and so are its parameter gradients.
+    torch.manual_seed(4)
+    emb, head = nn.Embedding(10, 4), nn.Linear(4, 2)
+    forward = lambda i: head(emb(i)).sum(1)  # noqa: E731
+    ids, base = torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([[0, 7, 0]])
+    attr = fnattr.layer_integrated_gradients(forward, emb, ids, baselines=base, target=1,
+                                             n_steps=3, method="riemann_left",
+                                             create_graph=True)
+    params = [emb.weight, head.weight]
+    got = torch.autograd.grad(attr.sum(), params)
+    want = torch.autograd.grad((forward(ids) - forward(base.expand(2, 3)))[:, 1].sum(), params)
+    for g, w in zip(got, want):
+        close(g, w, 1e-5)
+
+
+def test_viz_tokens_html_and_figure():
+    words, scores = ["[CLS]", "<b>", "good", "bad"], torch.tensor([0.0, 0.5, 1.0, -1.0])
+    page = viz.tokens(words, scores, html=True, title="review")
+    assert page.count("<span title=") == 4 and "&lt;b&gt;" in page and "<b>review</b>" in page
+    colors = dict(zip(words, re.findall(r"background:#(\w{6})", page)))
+    assert (colors["[CLS]"], colors["good"], colors["bad"]) == ("f7f6f6", "67001f", "053061")
+    fig = viz.tokens(words, scores, width=3.0)
+    boxes = {t.get_text(): t.get_bbox_patch().get_facecolor() for t in fig.axes[0].texts}
+    red, blue, white = boxes["good"], boxes["bad"], boxes["[CLS]"]
+    assert red[0] > 0.2 + red[2] and blue[2] > 0.2 + blue[0]
+    assert min(white[:3]) > 0.9  # zero is (nearly) white on the symmetric scale
+    assert len(fig.axes) == 2  # the text and its colour bar
+    fig = viz.token_matrix(["x", "y"], ["a", "b", "c"], torch.randn(2, 3))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="`scores`"):
+        viz.tokens(words, torch.ones(3))
+    with pytest.raises(ValueError, match="`matrix`"):
+        viz.token_matrix(["x"], ["a", "b"], torch.ones(2, 2))
+
+
+def test_catalog_entry():
+    entry = fnattr._catalog.lookup(fnattr.layer_integrated_gradients)
+    assert (entry.site, entry.path, entry.delta, entry.compat, entry.integer_inputs) == \
+        ("layer", "quadrature", True, "LayerIntegratedGradients", True)
+
+
+class TextNet(nn.Module):
+    """Token ids -> embedding -> MLP over the mean: a tiny model for compile tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.fc, self.out = nn.Embedding(20, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, ids, mask):
+        h = torch.tanh(self.fc(self.emb(ids))) * mask[..., None]
+        return self.out(h.sum(1))
+
+
+@pytest.mark.compile
+def test_compiles_on_token_ids_and_each_targets():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(5)
+    net, ids = TextNet().eval(), torch.randint(0, 20, (4, 6))
+    mask = (torch.rand(4, 6) > 0.2).float()
+    # A plain callable over live parameters (as with Hugging Face models): the
+    # compiled result must not be attached to them (regression: it was, and
+    # AOTAutograd traced a double backward, which CPU flash attention lacks).
+    forward = lambda i, m: net(i, m)  # noqa: E731
+    compiled = fnattr.compile(fnattr.layer_integrated_gradients, forward, net.emb)
+    kw = dict(baselines=0, additional_forward_args=mask, n_steps=5)
+    for target in (1, 2, fnattr.each([0, 2])):  # a new int target reuses the graph
+        got = compiled(ids, target=target, **kw)
+        close(got, fnattr.layer_integrated_gradients(net, net.emb, ids, target=target, **kw),
+              1e-5)
+        assert not got.requires_grad
+    assert sum(counters["graph_break"].values()) == 0
+    assert counters["stats"]["unique_graphs"] == 2  # one int target, one each([...])
+
+
+def test_language_models_example_matrix_equals_the_loop():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "language_models.py"
+    spec = importlib.util.spec_from_file_location("language_models", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    prompt, generated, matrix, loop = example.generated_x_prompt(k=3)
+    assert matrix.shape == (3, len(prompt)) and len(generated) == 3
+    close(matrix, loop)
+    sentence, scores = example.bert_token_scores()
+    assert scores.shape == (len(sentence),)
+    close(scores.norm(), torch.tensor(1.0))
+
+
+def test_under_vmap_and_torch_func_grad():
+    torch.manual_seed(6)
+    net, x = ConvNet().eval(), torch.randn(2, 3, 8, 8)
+    lig = lambda v: fnattr.layer_integrated_gradients(net, net.conv2, v, target=1,  # noqa: E731
+                                                      n_steps=4)
+    close(torch.func.vmap(lambda xi: lig(xi[None])[0])(x), lig(x))
+    xg = x.clone().requires_grad_()
+    total = fnattr.layer_integrated_gradients(net, net.conv2, xg, target=1, n_steps=4,
+                                              create_graph=True).sum()
+    close(torch.func.grad(lambda v: lig(v).sum())(x), torch.autograd.grad(total, xg)[0])
