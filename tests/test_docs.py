@@ -24,6 +24,7 @@ import torch
 import fnattr
 import fnattr.compat
 import fnattr.data
+import fnattr.dataset
 import fnattr.metrics
 import fnattr.viz
 from fnattr import _docs
@@ -76,6 +77,7 @@ def _public() -> list[tuple[str, object]]:
     out = [(f"fnattr.{n}", getattr(fnattr, n)) for n in fnattr.__all__]
     out += [(f"fnattr.metrics.{n}", getattr(fnattr.metrics, n)) for n in fnattr.metrics.__all__]
     out += [(f"fnattr.viz.{n}", getattr(fnattr.viz, n)) for n in fnattr.viz.__all__]
+    out += [(f"fnattr.dataset.{n}", getattr(fnattr.dataset, n)) for n in fnattr.dataset.__all__]
     return [(n, f) for n, f in out if inspect.isfunction(inspect.unwrap(f))]
 
 
