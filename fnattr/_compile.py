@@ -19,7 +19,20 @@ are kept *outside* the compiled region, eagerly, by the wrapper returned here:
 Shapes: the first call compiles for its shapes; the first call with a new
 batch size recompiles once with dynamic shapes (``dynamic=None``, PyTorch's
 automatic dynamic), after which other batch sizes reuse it. ``dynamic=False``
-compiles one graph per batch size instead. Known upstream limit: ``vmap`` over
+compiles one graph per batch size instead. Two places where ``torch.func``
+specializes the batch size are worked around while compiling (so transformer
+models and lists of neuron indices also recompile only once): ``F.linear`` of
+a contiguous 3-D input is run on its 2-D view (:class:`fnattr._engine._FlatLinear`),
+and K neuron indices are picked with a one-hot product instead of a gather
+(:func:`fnattr._normalize.select_neurons`). A list holding slices or callables
+still compiles per batch size.
+
+Warnings: compiling raises two ``DeprecationWarning``s from torch itself (torch
+2.13), never raised by eager fnattr: ``torch.jit.script_method`` (the first
+compile in a process imports ``torch.utils.mkldnn``), and, for the ReLU-rule
+methods, "``torch.autograd.Function`` should not be instantiated" (dynamo
+instantiates it to trace a custom ``autograd.Function``, once per compilation).
+Neither changes a result. Known upstream limit: ``vmap`` over
 a custom ``autograd.Function`` does not compile (pytorch/pytorch#129845), so
 under a ReLU rule several neurons/targets are backpropagated one by one inside
 the graph instead of with ``vmap``.

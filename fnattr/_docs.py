@@ -105,6 +105,10 @@ ARGS: dict[str, str] = {
     "generator": (
         "the ``torch.Generator`` every random number is drawn from (``None``: "
         "the global RNG); the same seed gives the same draws, eager or compiled."),
+    "grad_kwargs": (
+        "Captum's extra ``torch.autograd.grad`` arguments: ``None`` or a dict "
+        "whose keys fnattr honours (``materialize_grads``, which it always "
+        "applies); any other key is a ``ValueError`` naming it."),
     "chunk_size": (
         "rows per vectorized backward for K neurons (``None``: as many as keep "
         "that many copies of the saved activations under a per-device budget)."),

@@ -21,11 +21,14 @@ Two execution modes give the same numbers:
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
 from . import _normalize as N
 
@@ -84,6 +87,7 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
         >>> g.shape
         torch.Size([50, 1, 8, 8])
     """
+    N.check_forward_func(forward_func)  # at construction, not at the first call
     ruled = getattr(forward_func, "__fnattr_rule__", None)
     rule = None
     if ruled is not None:  # functionalize the model inside a ReLU rule
@@ -94,61 +98,110 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
             return with_rule(functional(forward_func, detach=detach), rule)
     model = N.unwrap_parallel(forward_func)
     run = model if rule is None else with_rule(model, rule)
-    if (not detach or not isinstance(model, nn.Module)
-            or isinstance(model, torch.jit.ScriptModule)):
-        return run  # live parameters, a plain callable, or TorchScript (no stateless call)
+    if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        return run  # a plain callable, or TorchScript (no stateless call)
 
     def call(*args: Any) -> Any:
         if transforms_active():
-            params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
-            stateless = (lambda *a: functional_call(model, params, a)) if params else model
+            state = {k: v.detach() for k, v in model.named_parameters()
+                     if v.requires_grad} if detach else {}
+            if _training(model):  # train-mode buffers (BatchNorm) updated on copies
+                state.update((k, b.clone()) for k, b in model.named_buffers())
+            stateless = (lambda *a: functional_call(model, state, a)) if state else model
             return (stateless if rule is None else with_rule(stateless, rule))(*args)
-        with _detached_parameters(model):  # swapped outside the rule's mode: no dispatch
+        with _swapped_state(model, detach):  # swapped outside the rule's mode: no dispatch
             return run(*args)
 
     return call
 
 
-class _detached_parameters:
-    """Context manager: every parameter of ``model`` that requires grad is replaced
-    by a detached alias for the duration of the call, and put back on exit (also
-    when the forward raises).
+def _training(model: nn.Module) -> bool:
+    return any(m.training for m in model.modules())
+
+
+# id(model) -> [calls in flight, detach, swapped entries]: one swap per model shared
+# by the threads calling it at once, undone when the last of them returns.
+_ACTIVE: dict[int, list] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+class _swapped_state:
+    """Context manager: for the duration of the call, every parameter of ``model``
+    that requires grad is replaced by a detached alias (when ``detach``) and, in
+    train mode, every buffer by a copy, so that BatchNorm's running statistics
+    are updated on the copies; all are put back on exit (also when the forward
+    raises), and the model is bit-identical afterwards.
 
     The same swap ``torch.func.functional_call`` makes (with ``tie_weights=False``:
     a tied parameter gets one detached alias per slot, which records no graph
     either), without its name-based bookkeeping: about 30 us less per call on an
-    MLP. Like ``functional_call`` it is not safe against another thread using the
-    same module during the call.
+    MLP. Threads calling the same model at once share one swap (a count under a
+    lock): the first swaps, the last restores, and none ever sees another's
+    restore half-way. Concurrent calls that need different swaps (one with
+    ``create_graph=True``, one without) raise a ``RuntimeError``.
     """
 
-    __slots__ = ("model", "swapped")
+    __slots__ = ("model", "detach")
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.swapped: list[tuple[dict, str, Tensor]] = []
+    def __init__(self, model: nn.Module, detach: bool) -> None:
+        self.model, self.detach = model, detach
 
     def __enter__(self) -> None:
-        stack, seen = [self.model], set()
-        try:
-            while stack:
-                module = stack.pop()
-                if id(module) in seen:
-                    continue
-                seen.add(id(module))
+        key = id(self.model)
+        with _ACTIVE_LOCK:
+            entry = _ACTIVE.get(key)
+            if entry is not None:
+                if entry[1] != self.detach:
+                    raise RuntimeError(
+                        "fnattr: concurrent calls on one model with and without "
+                        "`create_graph` cannot share it; run them one after the other "
+                        "or give each thread its own copy of the model")
+                entry[0] += 1
+                return
+            swapped = _swap(self.model, self.detach)
+            _ACTIVE[key] = [1, self.detach, swapped]
+
+    def __exit__(self, *exc: Any) -> None:
+        key = id(self.model)
+        with _ACTIVE_LOCK:
+            entry = _ACTIVE[key]
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _ACTIVE[key]
+                _unswap(entry[2])
+
+
+def _swap(model: nn.Module, detach: bool) -> list[tuple[dict, str, Tensor]]:
+    swapped: list[tuple[dict, str, Tensor]] = []
+    stack, seen = [model], set()
+    try:
+        while stack:
+            module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            if detach:
                 params = module._parameters
                 for name, p in params.items():
                     if p is not None and p.requires_grad:
-                        self.swapped.append((params, name, p))
+                        swapped.append((params, name, p))
                         params[name] = p.detach()
-                stack.extend(m for m in module._modules.values() if m is not None)
-        except BaseException:
-            self.__exit__()
-            raise
+            if module.training and module._buffers:
+                buffers = module._buffers
+                for name, b in buffers.items():
+                    if b is not None:
+                        swapped.append((buffers, name, b))
+                        buffers[name] = b.clone()
+            stack.extend(m for m in module._modules.values() if m is not None)
+    except BaseException:
+        _unswap(swapped)
+        raise
+    return swapped
 
-    def __exit__(self, *exc: Any) -> None:
-        for params, name, p in self.swapped:
-            params[name] = p
-        self.swapped.clear()
+
+def _unswap(swapped: list[tuple[dict, str, Tensor]]) -> None:
+    for slots_, name, t in reversed(swapped):
+        slots_[name] = t
 
 
 class _StopForward(BaseException):
@@ -205,6 +258,8 @@ class _Tap:
     behaviour for reused modules), which ``at_call`` pins in functional mode.
     ``substitute``: a tuple of tensors that *replace* the layer's value at
     every call (Captum's layer integrated gradients), instead of probing it.
+    A tap belongs to the thread that made it: when another thread's forward
+    runs through the same module, the hook lets it pass untouched.
     """
 
     def __init__(self, input_side: bool, probes: Any = None,
@@ -223,8 +278,12 @@ class _Tap:
         self.keep = keep
         self.value: tuple[Tensor, ...] | None = None
         self.created: tuple[Tensor, ...] | None = None
+        # (dynamo cannot trace get_ident; compiled calls are not made thread-safe)
+        self.thread = None if torch.compiler.is_compiling() else threading.get_ident()
 
     def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> Any:
+        if self.thread is not None and threading.get_ident() != self.thread:
+            return None  # another thread's forward through a shared module: untouched
         value = args if self.input_side else output
         is_seq = isinstance(value, (tuple, list))
         tensors = tuple(value) if is_seq else (value,)
@@ -538,6 +597,25 @@ def _backward(values: Tensor, wrt: tuple[Tensor, ...], create_graph: bool,
     return tuple(torch.cat(chunks) for chunks in zip(*parts))
 
 
+class _FlatLinear(TorchFunctionMode):
+    """While compiling: ``F.linear`` of a contiguous 3-D input runs as linear of
+    its 2-D view, reshaped back.
+
+    ``at::linear`` does exactly this itself (``_flatten_nd_linear``), but traced
+    under ``torch.func.vjp`` its contiguity check specializes the batch size: every
+    new batch size recompiled (issue 12.13; ``torch.func.vjp`` of ``F.linear`` on a
+    ``(n, t, d)`` input, 3 batch sizes, 3 graphs). Written out in Python, the
+    reshape keeps the batch size symbolic; the numbers are the same (one
+    ``addmm`` on the 2-D view)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and not kwargs and args[0].dim() == 3 and args[0].is_contiguous():
+            x = args[0]
+            return func(x.reshape(-1, x.shape[-1]), *args[1:]).reshape(*x.shape[:-1], -1)
+        return func(*args, **kwargs)
+
+
 def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_layer,
                 read_at_layer, create_graph, chunk_size, return_value, substitute=None):
     n_inputs = len(inputs)
@@ -560,7 +638,8 @@ def _functional(forward_func, inputs, args, objective, layer, input_side, wrt_la
             tap = _Tap(input_side, probes=primals if wrt_layer and replace is None else None,
                        read=_read_fn(objective, read_at_layer), at_call=at_call,
                        keep=return_value, substitute=replace)
-        out = forward_at(forward_func, xs, args, layer, tap)
+        with _FlatLinear() if torch.compiler.is_compiling() else contextlib.nullcontext():
+            out = forward_at(forward_func, xs, args, layer, tap)
         values = tap.read_out if read_at_layer else objective(out, None)
         return values, (tap.value if return_value else ())
 

@@ -10,6 +10,7 @@ exactly what they mean in Captum 0.9.
 
 from __future__ import annotations
 
+import math
 import inspect
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from .types import Baselines, ForwardFunc, Layer, NeuronSelector, Target, TensorOrTuple
 from . import _normalize as N
 from ._catalog import register
-from ._engine import transforms_active
+from ._engine import functional, transforms_active
 from ._rules import deconv_relu, guided_relu, with_rule
 from ._transforms import (
     input_gradients,
@@ -113,6 +114,7 @@ def internal_influence(
     attribute_to_layer_input: bool = False,
     *,
     create_graph: bool = False,
+    grad_kwargs: dict | None = None,
 ) -> TensorOrTuple:
     """Integral of the layer gradient along the straight path baseline -> input.
 
@@ -129,7 +131,8 @@ def internal_influence(
 
     Args:
         {args: forward_func, layer, inputs, baselines, target, additional_forward_args,
-        n_steps, method, internal_batch_size, attribute_to_layer_input, create_graph}
+        n_steps, method, internal_batch_size, attribute_to_layer_input, create_graph,
+        grad_kwargs}
 
     Returns:
         Attributions shaped like the layer's output (input), ``[N, *layer_dims]``;
@@ -145,6 +148,7 @@ def internal_influence(
     xs, _ = N.as_tuple(inputs)
     bs = N.format_baselines(baselines, xs)
     N.check_target(target, xs[0].shape[0])
+    N.check_grad_kwargs(grad_kwargs)
     alphas, weights = quadrature(method, n_steps)
     layer = N.resolve_layer(forward_func, layer)
     internal_batch_size = _batch(internal_batch_size)
@@ -220,15 +224,16 @@ def convergence_delta(
     )
     N.check_target(target, ends[0].shape[0])
     args = N.format_args(additional_forward_args)
+    run = functional(forward_func)  # train-mode buffers left as they were
     with torch.no_grad():
-        f_end = _row_sums(N.select_target(forward_func(*ends, *args), target, False))
-        f_start = _row_sums(N.select_target(forward_func(*starts, *args), target, False))
+        f_end = _row_sums(N.select_target(run(*ends, *args), target, False))
+        f_start = _row_sums(N.select_target(run(*starts, *args), target, False))
         total = sum(_row_sums(a) for a in attrs)
     return total - (f_end - f_start)
 
 
 def _row_sums(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:])).sum(1)
 
 
 def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...],
@@ -266,7 +271,28 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
             "`layer_attribution` needs (examples, channels, *spatial) dims, got shape "
             f"{tuple(layer_attribution.shape)}"
         )
+    spatial = layer_attribution.dim() - 2
+    dims = interpolate_dims if isinstance(interpolate_dims, tuple) else (interpolate_dims,)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims) or (
+            len(dims) not in (1, spatial)):
+        raise ValueError(
+            f"`interpolate_dims` must be a positive int or a tuple of {spatial} of them "
+            f"(the attribution's spatial dims), got {interpolate_dims!r}")
+    ranks = _INTERPOLATE_RANKS.get(interpolate_mode)
+    if ranks is None:
+        raise ValueError(f"`interpolate_mode` must be one of {sorted(_INTERPOLATE_RANKS)}, "
+                         f"got {interpolate_mode!r}")
+    if spatial not in ranks:
+        raise ValueError(
+            f"`interpolate_mode` {interpolate_mode!r} needs {' or '.join(map(str, ranks))} "
+            f"spatial dims, the attribution has {spatial} (shape "
+            f"{tuple(layer_attribution.shape)})")
     return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+# F.interpolate's modes and the spatial ranks each supports
+_INTERPOLATE_RANKS = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "linear": (1,),
+                      "bilinear": (2,), "bicubic": (2,), "trilinear": (3,), "area": (1, 2, 3)}
 
 
 def gradient(
@@ -341,6 +367,7 @@ def guided_backprop(
         >>> attr.shape
         torch.Size([50, 1, 8, 8])
     """
+    N.check_forward_func(model, "model")
     return gradient(with_rule(model, guided_relu), inputs, target,
                     additional_forward_args, create_graph=create_graph)
 
@@ -375,6 +402,7 @@ def deconvolution(
         >>> attr.shape
         torch.Size([50, 1, 8, 8])
     """
+    N.check_forward_func(model, "model")
     return gradient(with_rule(model, deconv_relu), inputs, target,
                     additional_forward_args, create_graph=create_graph)
 
@@ -412,6 +440,7 @@ def neuron_guided_backprop(
         >>> attr.shape  # channel 0 at row 3, column 3 of the second convolution
         torch.Size([50, 1, 8, 8])
     """
+    N.check_forward_func(model, "model")
     return neuron_gradient(with_rule(model, guided_relu), layer, inputs, neuron_selector,
                            additional_forward_args, attribute_to_neuron_input,
                            create_graph=create_graph, chunk_size=chunk_size)
@@ -451,6 +480,7 @@ def neuron_deconvolution(
         >>> attr.shape
         torch.Size([2, 50, 1, 8, 8])
     """
+    N.check_forward_func(model, "model")
     return neuron_gradient(with_rule(model, deconv_relu), layer, inputs, neuron_selector,
                            additional_forward_args, attribute_to_neuron_input,
                            create_graph=create_graph, chunk_size=chunk_size)
@@ -459,6 +489,7 @@ def neuron_deconvolution(
 def _shap_paths(inputs: Any, baselines: Any, n_samples: Any, stdevs: Any,
                 generator: Any) -> tuple:
     xs, was_tuple = N.as_tuple(inputs)
+    N.check_floating(xs)
     n_samples = N.check_positive_int(n_samples, "n_samples")
     if callable(baselines) and not isinstance(baselines, Tensor):
         baselines = baselines(inputs) if inspect.signature(baselines).parameters else baselines()
@@ -522,6 +553,10 @@ def gradient_shap(
         >>> attr.shape, delta.shape
         (torch.Size([50, 1, 8, 8]), torch.Size([400]))
     """
+    N.check_forward_func(forward_func)  # every check before the first draw
+    xs, _ = N.as_tuple(inputs)
+    N.check_target(target, xs[0].shape[0])
+    _batch(internal_batch_size)
     xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
     return _gradient_shap(forward_func, xs, was_tuple, paths, target, additional_forward_args,
                           return_convergence_delta, multiply_by_inputs, create_graph,
@@ -547,7 +582,8 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
     per_sample = path_average(grad_at, ends, starts, alphas, [1.0] * n_samples,
                               target=target, additional_forward_args=args,
                               multiply_by_delta=multiply_by_inputs, stacked=many,
-                              internal_batch_size=_batch(internal_batch_size), reduce=False)
+                              internal_batch_size=_batch(internal_batch_size), reduce=False,
+                              convex=True)
     attrs = N.restore([p.mean(int(many)) for p in per_sample], was_tuple)
     if not return_convergence_delta:
         return attrs
@@ -607,6 +643,12 @@ def neuron_gradient_shap(
         >>> attr.shape
         torch.Size([50, 1, 8, 8])
     """
+    N.check_forward_func(forward_func)  # every check before the first draw
+    N.resolve_layer(forward_func, layer)
+    N.format_selectors(neuron_selector)
+    _batch(internal_batch_size)
+    if chunk_size is not None:
+        N.check_positive_int(chunk_size, "chunk_size")
     xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
     return _neuron_gradient_shap(forward_func, layer, xs, was_tuple, paths, neuron_selector,
                                  additional_forward_args, attribute_to_neuron_input,
@@ -635,7 +677,7 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tup
     attrs = path_average(grad_at, ends, starts, alphas, [1.0 / n_samples] * n_samples,
                          additional_forward_args=N.format_args(additional_forward_args),
                          multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size))
+                         internal_batch_size=_batch(internal_batch_size), convex=True)
     return N.restore(attrs, was_tuple)
 
 
@@ -779,6 +821,7 @@ def layer_conductance(
     attribute_to_layer_input: bool = False,
     *,
     create_graph: bool = False,
+    grad_kwargs: dict | None = None,
 ) -> Any:
     """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
 
@@ -786,6 +829,7 @@ def layer_conductance(
     points (``method``'s nodes for ``n_steps + 1``) times the change of the
     layer's value to the next point, summed. The layer attributions sum to
     ``f(x) - f(b)`` up to the discretization error (layer completeness).
+    ``grad_kwargs`` is accepted as in :func:`internal_influence`.
 
     References:
         Dhamdhere et al., "How Important Is a Neuron?", https://arxiv.org/abs/1805.12233
@@ -793,7 +837,7 @@ def layer_conductance(
     Args:
         {args: forward_func, layer, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, return_convergence_delta,
-        attribute_to_layer_input, create_graph}
+        attribute_to_layer_input, create_graph, grad_kwargs}
 
     Returns:
         Attributions shaped like the layer's output (input), ``[N, *layer_dims]``
@@ -811,6 +855,7 @@ def layer_conductance(
     xs, _ = N.as_tuple(inputs)
     bs = N.format_baselines(baselines, xs)
     N.check_target(target, xs[0].shape[0])
+    N.check_grad_kwargs(grad_kwargs)
     alphas, _ = quadrature(method, N.check_positive_int(n_steps, "n_steps") + 1)
     layer = N.resolve_layer(forward_func, layer)
     args = N.format_args(additional_forward_args)
@@ -844,9 +889,10 @@ def layer_conductance(
     def delta(k: int | None) -> Tensor:
         t = target if k is None else target.targets[k]
         total = sum(_row_sums(a if k is None else a[k]) for a in attrs)
+        run = functional(forward_func)  # train-mode buffers left as they were
         with torch.no_grad():
-            f_end = _row_sums(N.select_target(forward_func(*xs, *args), t, False))
-            f_start = _row_sums(N.select_target(forward_func(*starts, *args), t, False))
+            f_end = _row_sums(N.select_target(run(*xs, *args), t, False))
+            f_start = _row_sums(N.select_target(run(*starts, *args), t, False))
         return total - (f_end - f_start)
 
     return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))

@@ -13,6 +13,7 @@ argument types are in :mod:`fnattr.types`.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Callable, Sequence, Union
 
@@ -39,6 +40,12 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
     tup = inputs if was_tuple else (inputs,)
     if len(tup) == 0:
         raise ValueError(f"`{name}` must hold at least one tensor, got an empty tuple")
+    eager = not torch.compiler.is_compiling()  # (dynamo cannot trace these checks)
+    if eager and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "fnattr computes gradients, which torch.inference_mode() disables: call it "
+            "outside inference mode (inference tensors as `inputs` are fine: they are "
+            "copied)")
     for i, t in enumerate(tup):
         if not isinstance(t, Tensor):
             where = f"`{name}[{i}]`" if was_tuple else f"`{name}`"
@@ -48,6 +55,8 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
             )
         if t.dim() == 0:
             raise ValueError(f"`{name}` tensors need a batch dim 0, got a 0-d tensor")
+    if eager and any(t.is_inference() for t in tup):  # made under inference_mode: not differentiable
+        tup = tuple(t.clone() if t.is_inference() else t for t in tup)
     n = tup[0].shape[0]
     if any(t.shape[0] != n for t in tup):
         raise ValueError(
@@ -55,6 +64,17 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
             f"{[t.shape[0] for t in tup]}"
         )
     return tup, was_tuple
+
+
+def check_floating(inputs: Sequence[Tensor], name: str = "inputs") -> None:
+    """Inputs differentiated at (or interpolated along a path) must be floating point."""
+    for t in inputs:
+        if isinstance(t, Tensor) and not (t.dtype.is_floating_point or t.dtype.is_complex):
+            raise TypeError(
+                f"`{name}` must be floating point to attribute to them, got {t.dtype}: "
+                "for token ids, attribute at the embedding layer instead (e.g. "
+                "fnattr.layer_integrated_gradients, or a layer method with the "
+                "embedding as `layer`)")
 
 
 def restore(values: Sequence[Tensor], was_tuple: bool) -> TensorOrTuple:
@@ -128,9 +148,29 @@ def format_stdevs(stdevs: Any, n_inputs: int) -> tuple[float, ...]:
     for s in tup:
         if isinstance(s, bool) or not isinstance(s, numbers.Real):
             raise TypeError(f"`stdevs` entries must be floats, got {type(s).__name__}")
-        if s < 0:
-            raise ValueError(f"`stdevs` must be non-negative, got {s}")
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"`stdevs` must be finite and non-negative, got {s}")
     return tuple(float(s) for s in tup)
+
+
+# ``grad_kwargs`` keys (Captum passes them to ``torch.autograd.grad``) whose meaning
+# fnattr keeps: it always materializes the gradients of unused inputs as zeros.
+GRAD_KWARGS_HONOURED = ("materialize_grads",)
+
+
+def check_grad_kwargs(grad_kwargs: Any) -> None:
+    """``grad_kwargs``: ``None`` or a dict of keys fnattr honours; any other key is
+    refused by name (fnattr does not call ``torch.autograd.grad`` with them)."""
+    if grad_kwargs is None:
+        return
+    if not isinstance(grad_kwargs, dict):
+        raise TypeError(f"`grad_kwargs` must be a dict or None, got {type(grad_kwargs).__name__}")
+    for key in grad_kwargs:
+        if key not in GRAD_KWARGS_HONOURED:
+            raise ValueError(
+                f"`grad_kwargs` key {key!r} is not supported by fnattr (supported: "
+                f"{', '.join(GRAD_KWARGS_HONOURED)}; use create_graph=True for a "
+                "differentiable result)")
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -204,7 +244,10 @@ def check_target(target: Any, n_examples: int) -> None:
                 raise TypeError("`target`: fnattr.each() cannot be nested")
             check_target(t, n_examples)
         return
-    if target is None or isinstance(target, Tensor) and target.dim() == 0:
+    if target is None:
+        return
+    if isinstance(target, Tensor) and (target.dim() == 0 or target.shape == (1,)):
+        check_index_tensor(target, "target")  # one class for every example (as Captum)
         return
     if isinstance(target, bool):
         raise TypeError("`target` must be an int, tuple, tensor or list, not bool")
@@ -220,8 +263,7 @@ def check_target(target: Any, n_examples: int) -> None:
                 f"a tensor `target` must be 0-d or 1-D with one entry per example "
                 f"({n_examples}), got shape {tuple(target.shape)}"
             )
-        if target.dtype.is_floating_point or target.dtype.is_complex:
-            raise TypeError(f"a tensor `target` must hold integers, got {target.dtype}")
+        check_index_tensor(target, "target")
         return
     if isinstance(target, list):
         if len(target) != n_examples:
@@ -246,7 +288,7 @@ def repeat_interleave_target(target: Any, times: int) -> Any:
         return target.map(lambda t: repeat_interleave_target(t, times))
     if isinstance(target, list):
         return [t for t in target for _ in range(times)]
-    if isinstance(target, Tensor) and target.dim() == 1:
+    if isinstance(target, Tensor) and target.dim() == 1 and target.shape[0] > 1:
         return target.repeat_interleave(times)
     return target
 
@@ -271,6 +313,8 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
                "model(ids, attention_mask=mask).logits` with `additional_forward_args=mask`"
                if isinstance(output, dict) else "")
         )
+    if isinstance(target, Tensor) and target.shape == (1,):
+        target = target.reshape(())  # one class for every example (as Captum)
     if target is None:
         selected = output
     elif isinstance(target, (numbers.Integral, tuple)) or (
@@ -304,12 +348,13 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
             raise ValueError(
                 f"`target` has {index.shape[0]} entries for {output.shape[0]} examples"
             )
-        if not torch.compiler.is_compiling() and not _is_functorch(index) and (
-            index.numel() and (int(index.min()) < -output.shape[1]
-                               or int(index.max()) >= output.shape[1])
+        if _concrete(index) and index.numel() and (
+            int(index.min()) < -output.shape[1] or int(index.max()) >= output.shape[1]
         ):
             raise IndexError(f"`target` index out of range for {output.shape[1]} outputs")
-        selected = output.gather(1, index.reshape(-1, 1).long()).squeeze(1)
+        index = index.long()
+        index = torch.where(index < 0, index + output.shape[1], index)  # as an int target
+        selected = output.gather(1, index.reshape(-1, 1)).squeeze(1)
     if per_example and selected.dim() > 1 and selected[0].numel() == 1:
         selected = selected.reshape(selected.shape[0])  # e.g. (N, 1): Captum accepts it
     if per_example and selected.dim() != 1:
@@ -337,10 +382,29 @@ def _is_functorch(t: Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
+def _concrete(t: Tensor) -> bool:
+    """True when ``t``'s values can be read here: not while ``torch.compile``
+    traces (``fnattr.compile`` passes indices as 0-d tensors, validated before the
+    compiled call) and not for a ``torch.func`` transform's wrapper."""
+    return not torch.compiler.is_compiling() and not _is_functorch(t)
+
+
+def check_index_tensor(t: Tensor, name: str) -> None:
+    """A tensor used as an index: integers (not bool), as an int would be."""
+    if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
+        raise TypeError(f"a tensor `{name}` must hold integers, got {t.dtype}")
+
+
 def _check_index_bounds(index: tuple, shape: Sequence[int], name: str) -> None:
     for i, size in zip(index, shape):
         if isinstance(i, Tensor):
-            continue  # tensor indices are checked by torch (compile-friendly)
+            check_index_tensor(i, name)
+            if i.dim() != 0:
+                raise ValueError(f"tensor indices in `{name}` must be 0-d, got shape "
+                                 f"{tuple(i.shape)}")
+            if not _concrete(i):
+                continue  # validated before the compiled call (fnattr.compile)
+            i = int(i)
         if isinstance(i, numbers.Integral) and not -size <= i < size:
             raise IndexError(f"`{name}` index {i} is out of range for a dim of size {size}")
 
@@ -353,7 +417,10 @@ def check_selector(selector: Any, name: str = "neuron_selector") -> None:
         raise ValueError(f"`{name}` as a string must be \"all\" (every neuron), got {selector!r}")
     if isinstance(selector, bool):
         raise TypeError(f"`{name}` must be an int, a tuple or a callable, not bool")
-    if isinstance(selector, (numbers.Integral, Tensor, str)):
+    if isinstance(selector, (numbers.Integral, str)):
+        return
+    if isinstance(selector, Tensor):
+        _check_selector_tensor(selector, name)
         return
     if isinstance(selector, tuple):
         for s in selector:
@@ -362,11 +429,24 @@ def check_selector(selector: Any, name: str = "neuron_selector") -> None:
                     f"`{name}` tuples may hold ints and slices only, got "
                     f"{type(s).__name__}"
                 )
+            if isinstance(s, Tensor):
+                _check_selector_tensor(s, name)
+            if isinstance(s, slice) and s.step is not None and (
+                    not isinstance(s.step, numbers.Integral) or s.step <= 0):
+                raise ValueError(f"slices in `{name}` need a positive step, got {s.step!r}")
         return
     raise TypeError(
         f"`{name}` must be an int, a tuple of ints/slices, a callable, or a list of "
         f"those, got {type(selector).__name__}"
     )
+
+
+def _check_selector_tensor(t: Tensor, name: str) -> None:
+    check_index_tensor(t, name)
+    if t.dim() != 0:
+        raise ValueError(
+            f"a tensor `{name}` must be 0-d (one index); for several indices pass a "
+            f"tuple, for several neurons a list, got shape {tuple(t.shape)}")
 
 
 def format_selectors(neuron_selector: Any) -> tuple[list, bool]:
@@ -406,7 +486,7 @@ def select_neuron(value: TensorOrTuple, selector: Any) -> Tensor:
     has_slice = _check_neuron_index(selector, index, value)
     selected = take(value, index)
     if has_slice:
-        selected = selected.reshape(selected.shape[0], -1).sum(1)
+        selected = selected.reshape(selected.shape[0], math.prod(selected.shape[1:])).sum(1)
     return selected
 
 
@@ -458,7 +538,14 @@ def select_neurons(value: TensorOrTuple, selectors: Sequence[Any]) -> Tensor | N
                 lin = lin * size + (int(i) + size if i < 0 else int(i))
             flat.append(lin)
         linear = torch.tensor(flat, dtype=torch.long, device=value.device)
-    return value.reshape(value.shape[0], -1)[:, linear].T
+    rows = value.reshape(value.shape[0], math.prod(value.shape[1:]))
+    if torch.compiler.is_compiling():
+        # A one-hot product instead of the gather: vmap of the gather's (and of
+        # index_select's) backward specializes the batch size, so every new batch
+        # size recompiled (issue 12.13). Exact for finite values; costs a (K, layer
+        # size) one-hot matrix.
+        return torch.nn.functional.one_hot(linear, rows.shape[1]).to(rows.dtype) @ rows.T
+    return rows[:, linear].T
 
 
 def _linear_index(index: tuple, sizes: Sequence[int], device: torch.device) -> Tensor:

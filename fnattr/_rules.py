@@ -17,9 +17,13 @@ only during the call, so it reaches every spelling that goes through PyTorch's
 * reached: ``nn.ReLU`` (also ``inplace=True``, also one module reused many
   times), ``F.relu`` (also ``inplace=True`` and aliases such as
   ``from torch.nn.functional import relu``), ``F.relu_``, ``torch.relu``,
-  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, and the aten ops
-  ``torch.ops.aten.relu.default`` / ``relu_.default`` called from Python (so
-  ``torch.export`` programs run as modules, e.g. ``ep.module()``, are reached);
+  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, and the aten ops called
+  from Python, as overload packets (``torch.ops.aten.relu(h)``,
+  ``torch.ops.aten.relu_(h)``) or overloads (``torch.ops.aten.relu.default``,
+  ``relu_.default``), so ``torch.export`` programs run as modules, e.g.
+  ``ep.module()``, are reached (``torch.ops.aten.relu.out`` writes into an
+  ``out=`` tensor, which autograd refuses to differentiate: it raises, it
+  never gives a plain gradient);
 * not reached: other activations (``ReLU6``, ``LeakyReLU``, ``clamp(min=0)``,
   ``torch.maximum(x, 0)``) and ops run outside Python (C++ extensions);
   TorchScript is rejected with a ``TypeError`` since its interpreter runs
@@ -191,9 +195,13 @@ def deconv_relu(x: Tensor) -> Tensor:
 
 
 # every ReLU spelling the mode reaches -> whether it is in place
+# (a call of an overload packet such as ``torch.ops.aten.relu(h)`` reaches the
+# mode as the packet, not as its ``.default`` overload)
 _RELUS = {
-    **dict.fromkeys((F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu.default), False),
-    **dict.fromkeys((F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_.default), True),
+    **dict.fromkeys((F.relu, torch.relu, Tensor.relu, torch.ops.aten.relu,
+                     torch.ops.aten.relu.default), False),
+    **dict.fromkeys((F.relu_, torch.relu_, Tensor.relu_, torch.ops.aten.relu_,
+                     torch.ops.aten.relu_.default), True),
 }
 _RULES = {guided_relu: "guided", deconv_relu: "deconv"}
 

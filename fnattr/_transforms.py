@@ -17,15 +17,17 @@ README's "Composable core" section).
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .types import ForwardFunc, NeuronSelector, Target
 
 from . import _engine, _normalize as N
+from ._gauss import gauss_legendre
 
 __all__ = [
     "quadrature",
@@ -44,8 +46,11 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
 
     Numerically equal to Captum's ``approximation_parameters`` (Riemann nodes
     come from a float32 ``linspace``, Gauss-Legendre from numpy's
-    ``leggauss`` rescaled to ``[0, 1]``), computed once per ``(method,
-    n_steps)`` and cached.
+    ``leggauss`` rescaled to ``[0, 1]``). Above 200 Gauss-Legendre nodes,
+    where ``leggauss`` costs O(n^3) (26 s for 3000), the nodes come from
+    Newton's method on asymptotic expansions instead (``fnattr._gauss``: about
+    as accurate, O(n) per iteration, 10**5 nodes in under a second). The most
+    recently computed rules are cached (``QUADRATURE_CACHE`` of them).
 
     Args:
         {args: method}
@@ -63,16 +68,19 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
     """
     key = N.check_method(method, n_steps)
     if key not in _QUADRATURE:  # computed eagerly: numpy and ``tolist`` do not trace
+        if len(_QUADRATURE) >= QUADRATURE_CACHE:  # bounded: the oldest rule goes
+            _QUADRATURE.pop(next(iter(_QUADRATURE)), None)
         _QUADRATURE[key] = _quadrature(*key)
     return _QUADRATURE[key]
 
 
+QUADRATURE_CACHE = 64
 _QUADRATURE: dict[tuple[str, int], tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
 
 def _quadrature(method: str, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if method == "gausslegendre":
-        nodes, w = np.polynomial.legendre.leggauss(n)
+        nodes, w = gauss_legendre(n)
         return tuple((0.5 * (1 + nodes)).tolist()), tuple((0.5 * w).tolist())
     weights = [1 / n] * n
     if method == "riemann_trapezoid":
@@ -139,6 +147,10 @@ def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]
         >>> g.shape
         torch.Size([2, 50, 1, 8, 8])
     """
+    targets = tuple(targets)
+    if not targets:
+        raise ValueError("`targets` must hold at least one target")
+
     def objective(output: Tensor, _value: Any = None) -> Tensor:
         return torch.stack([N.select_target(output, t) for t in targets])
 
@@ -174,7 +186,7 @@ def neuron_objective(neuron_selector: NeuronSelector) -> Callable[[Any, Any], Te
         if selectors == ["all"]:
             if isinstance(value, tuple):
                 raise ValueError('`neuron_selector` "all" needs a layer whose value is one tensor')
-            return value.reshape(value.shape[0], -1).T.clone()
+            return value.reshape(value.shape[0], math.prod(value.shape[1:])).T.clone()
         if many:
             gathered = N.select_neurons(value, selectors)
             if gathered is not None:
@@ -188,6 +200,8 @@ def neuron_objective(neuron_selector: NeuronSelector) -> Callable[[Any, Any], Te
 
 def _per_example(picked: Tensor, value: Any) -> Tensor:
     n = (value[0] if isinstance(value, tuple) else value).shape[0]
+    if picked.dim() > 1 and picked.shape[0] == n and picked[0].numel() == 1:
+        picked = picked.reshape(n)  # e.g. (N, 1): one scalar per example, as Captum
     if picked.dim() == 1 and picked.shape[0] == n:
         # A copy, not a view: a later in-place op on the layer value must not
         # rewrite the neuron's history (Captum clones the layer value likewise).
@@ -243,6 +257,9 @@ def input_gradients(
         True
     """
     N.check_forward_func(forward_func)
+    N.check_floating(inputs)
+    if layer is not None:
+        layer = N.resolve_layer(forward_func, layer)
     return _engine.gradients(
         _engine.functional(forward_func, detach=not create_graph), inputs,
         additional_forward_args, objective, layer=layer,
@@ -300,6 +317,7 @@ def layer_gradients(
         torch.Size([50, 32])
     """
     N.check_forward_func(forward_func)
+    layer = N.resolve_layer(forward_func, layer)
     return _engine.gradients(
         _engine.functional(forward_func, detach=not create_graph), inputs,
         additional_forward_args, objective, layer=layer,
@@ -329,8 +347,8 @@ def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
         return target.map(lambda t: _target_rows(t, n0, n1, reps, n))
     if isinstance(target, list):
         return target[n0:n1] * reps
-    if isinstance(target, Tensor) and target.dim() == 1:
-        return target[n0:n1].repeat(reps)
+    if isinstance(target, Tensor) and target.dim() == 1 and target.shape[0] > 1:
+        return target[n0:n1].repeat(reps)  # (a (1,) target is one class for all)
     return target
 
 
@@ -347,6 +365,7 @@ def path_average(
     stacked: bool = False,
     internal_batch_size: int | None = None,
     reduce: bool = True,
+    convex: bool = False,
 ) -> tuple[Tensor, ...]:
     """Weighted average of a gradient function over points on straight paths.
 
@@ -374,6 +393,11 @@ def path_average(
         reduce: if False, return the unweighted per-point values
             ``(S, N, ...)`` instead of their weighted sum (e.g. to compute a
             convergence delta per sample).
+        convex: build the points as ``alpha * x + (1 - alpha) * b`` (Captum's
+            gradient SHAP formula) instead of ``b + alpha * (x - b)`` (Captum's
+            integrated gradients, conductance and internal influence). The two
+            differ by rounding (~1e-7 in float32), enough to flip a ReLU or
+            max-pool kink.
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
@@ -392,8 +416,13 @@ def path_average(
         True
     """
     ref = next(t for t in inputs if isinstance(t, Tensor))
+    N.check_floating(inputs)
     alphas = torch.as_tensor(alphas, dtype=ref.dtype, device=ref.device)
     weights = torch.as_tensor(weights, dtype=ref.dtype, device=ref.device)
+    if weights.dim() != 1 or weights.shape[0] != alphas.shape[0]:
+        raise ValueError(
+            f"`weights` must hold one weight per path position: got shape "
+            f"{tuple(weights.shape)} for {alphas.shape[0]} `alphas`")
     s = alphas.shape[0]
     per_point = alphas.dim() == 2
     n = ref.shape[1] if per_point else ref.shape[0]
@@ -410,26 +439,40 @@ def path_average(
         a = alphas[s0:s1] if not per_point else alphas[s0:s1, n0:n1]
         ends = [_block(x, s0, s1, n0, n1, per_point) for x in inputs]
         starts = [_block(b, s0, s1, n0, n1, per_point) for b in baselines]
-        points = tuple(
-            (b + _bcast(a, x) * (x - b)).reshape(-1, *x.shape[2:])
-            for x, b in zip(ends, starts)
-        )
+        points = tuple(_point(x, b, _bcast(a, x), convex).reshape(-1, *x.shape[2:])
+                       for x, b in zip(ends, starts))
         args = tuple(_arg_rows(t, n0, n1, s1 - s0, n) for t in additional_forward_args)
         grads = grad_fn(points, _target_rows(target, n0, n1, s1 - s0, n), args)
-        w = weights[s0:s1]
-        part = []
-        for i, g in enumerate(grads):
-            g = g.reshape(*g.shape[:int(stacked)], s1 - s0, n1 - n0, *g.shape[1 + int(stacked):])
-            if multiply_by_delta:
-                g = g * (ends[i] - starts[i])
-            if reduce:
-                g = torch.tensordot(w, g, dims=([0], [int(stacked)])) if not stacked \
-                    else torch.einsum("s,ks...->k...", w, g)
-            part.append(g)
+        part = _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
+                             multiply_by_delta, stacked, reduce)
         if len(blocks) == 1:
             return tuple(part)
         total = _accumulate(total, part, (s0, s1, n0, n1), (s, n), stacked, reduce)
     return tuple(total)
+
+
+def _point(x: Tensor, b: Any, a: Tensor, convex: bool) -> Tensor:
+    return a * x + (1 - a) * b if convex else b + a * (x - b)
+
+
+def _reduce_block(grads, w, ends, starts, sizes, multiply_by_delta, stacked, reduce):
+    """One block's per-point gradients, times ``x - b``, weighted over the path.
+
+    Runs outside autocast in the wider of the gradient's and the weights' dtypes
+    (a bfloat16 layer gradient under ``torch.autocast`` is reduced in float32)."""
+    part = []
+    outside = torch.is_autocast_enabled(w.device.type)
+    with torch.autocast(w.device.type, enabled=False) if outside else contextlib.nullcontext():
+        for i, g in enumerate(grads):
+            g = g.reshape(*g.shape[:int(stacked)], *sizes, *g.shape[1 + int(stacked):])
+            g = g.to(torch.promote_types(g.dtype, w.dtype))
+            if multiply_by_delta:
+                g = g * (ends[i] - starts[i])
+            if reduce:
+                g = torch.tensordot(w.to(g.dtype), g, dims=([0], [int(stacked)])) \
+                    if not stacked else torch.einsum("s,ks...->k...", w.to(g.dtype), g)
+            part.append(g)
+    return part
 
 
 def _block(t: Any, s0: int, s1: int, n0: int, n1: int, per_point: bool) -> Any:
@@ -485,7 +528,9 @@ def sample_paths(
     draws them), Gaussian noise ``N(0, stdev^2)`` added to the input, and a
     position ``alpha ~ U(0, 1)`` on the path. Every draw comes from
     ``generator`` (the global torch RNG when ``None``; numpy's is never
-    used), in a fixed order: baseline indices, noise, alphas.
+    used), in a fixed order: baseline indices, noise, alphas. Noise and alphas
+    are drawn in the inputs' dtype, so one seed gives different samples for
+    float32 and float64 inputs (reproducible per seed and dtype).
 
     Args:
         inputs: a tuple of ``(N, ...)`` tensors.
@@ -506,6 +551,8 @@ def sample_paths(
         >>> ends[0].shape, starts[0].shape, alphas.shape
         (torch.Size([8, 50, 1, 8, 8]), torch.Size([8, 50, 1, 8, 8]), torch.Size([8, 50]))
     """
+    n_samples = N.check_positive_int(n_samples, "n_samples")
+    stdevs = N.format_stdevs(stdevs, len(inputs))
     ref = inputs[0]
     n = ref.shape[0]
     starts = []

@@ -132,7 +132,8 @@ def _shell(compat_name: str) -> type:
         attr.insert(at, _P(name, _P.POSITIONAL_OR_KEYWORD, default=default))
     self_p = _P("self", _P.POSITIONAL_OR_KEYWORD)
     init_sig = inspect.Signature([self_p, *ctor])
-    extras = [p for p in fn_params.values() if p.kind is _P.KEYWORD_ONLY]
+    extras = [p for p in fn_params.values()
+              if p.kind is _P.KEYWORD_ONLY and p.name not in {q.name for q in attr}]
     attr_sig = inspect.Signature([self_p, *attr, *extras])
 
     def __init__(self: _Shell, *args: Any, **kwargs: Any) -> None:
@@ -152,7 +153,11 @@ def _shell(compat_name: str) -> type:
         a.apply_defaults()
         values = dict(a.arguments)
         values.pop("self")
-        _check_grad_kwargs(values.pop("grad_kwargs", None))
+        grad_kwargs = values.pop("grad_kwargs", None)
+        if "grad_kwargs" in fn_params:  # the function checks the keys it honours
+            values["grad_kwargs"] = grad_kwargs
+        else:
+            _check_grad_kwargs(grad_kwargs)
         take_abs = values.pop("abs", False)
         if "multiply_by_inputs" in fn_params:
             values["multiply_by_inputs"] = self._multiply_by_inputs

@@ -62,6 +62,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=5)
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--fail-at", type=int, default=None)
+    p.add_argument("--join", action="store_true",
+                   help="start the process group here, so that the runs join it")
     a = p.parse_args()
     torch.set_num_threads(1)
     net, (x, y) = model(), data()
@@ -69,10 +71,8 @@ def main() -> None:
     if a.fail_at is not None:
         x[a.fail_at, 0] = 123.0
         net.fail_at = 123.0
-    if len(a.methods) > 1 and "RANK" in os.environ:
-        # Several runs in one process join a group started here (a group started and
-        # destroyed by each run cannot be started again under torchrun's agent store).
-        torch.distributed.init_process_group("gloo")
+    if a.join and "RANK" in os.environ:
+        torch.distributed.init_process_group("gloo")  # the runs join it (and leave it)
     for name in a.methods:
         attribute_dataset(getattr(fnattr, name), net, (x, y), os.path.join(a.out, f"{name}.zarr"),
                           batch_size=a.batch_size, progress=False, **kwargs(name))

@@ -56,9 +56,10 @@ def test_floor_internal_influence_matches_captum():
     _close(fl.internal_influence(spec.inputs, spec.target), ref)
 
 
+@pytest.mark.parametrize("key", ["M", "R"])  # R: torchvision's in-place, reused ReLU
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvolution"])
-def test_floor_relu_rules_match_captum(name):
-    spec, fl = _small("M")
+def test_floor_relu_rules_match_captum(name, key):
+    spec, fl = _small(key)
     cls = captum_attr.GuidedBackprop if name == "guided_backprop" else captum_attr.Deconvolution
     ref = cls(spec.model).attribute(spec.inputs, target=spec.target)
     _close(getattr(fl, name)(spec.inputs, spec.target), ref)

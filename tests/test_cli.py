@@ -63,6 +63,12 @@ class Picky(Tiny):
 def picky():
     torch.manual_seed(0)
     return Picky()
+
+
+def dataset():
+    g = torch.Generator().manual_seed(2)
+    return torch.utils.data.TensorDataset(torch.rand(10, 1, 8, 8, generator=g),
+                                          torch.randint(0, 3, (10,), generator=g))
 '''
 
 
@@ -601,3 +607,158 @@ def test_errors_name_flags_from_the_argument_attribute():
     assert argument_of(error) == "n_steps"
     assert argument_of(ValueError("`baselines[1]` has the wrong shape")) == "baselines"
     assert argument_of(RuntimeError("no name here")) is None
+
+
+# ------------------------------------------------------------------ Zarr stores (--out .zarr)
+
+# image -> class folder (nested sub-folders are searched, paths sorted)
+_FOLDER = ["cat/0.png", "cat/1.png", "cat/x/2.png", "dog/3.png", "dog/deep/er/4.png",
+           "dog/deep/5.png", "emu/6.png", "emu/7.png", "emu/8.png"]
+_ZARR_IG = ["-m", "integrated_gradients", "--n-steps", "8", "--grayscale", "--target", "label",
+            "-q"]
+
+
+@pytest.fixture(scope="module")
+def folder(files):
+    """A folder of class sub-folders of 8x8 PNGs, and a one-process store of it."""
+    from matplotlib import image as mpimg
+
+    d = files[0] / "images"
+    g = torch.Generator().manual_seed(3)
+    for name in _FOLDER:
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        mpimg.imsave(d / name, torch.rand(8, 8, generator=g).numpy(), cmap="gray")
+    store = files[0] / "one.zarr"
+    assert cli.main(["explain", f"{TINY}:make", str(d), *_ZARR_IG, "--batch-size", "2",
+                     "--out", str(store)]) == 0
+    return d, store
+
+
+def _arrays(path: Path) -> dict:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return {name: group[name][:] for name in ("attributions", "target", "delta", "complete")}
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    a, b = _arrays(a), _arrays(b)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_explain_zarr_folder_equals_the_per_batch_api(folder, files):
+    d, store = folder
+    _, model, _ = files
+    paths = sorted(_FOLDER, key=lambda p: (p.split("/")[0], p))  # by class, then path
+    from fnattr.cli.loading import ImageOptions, load_tensor
+
+    x = torch.cat([load_tensor(str(d / p), "input", ImageOptions(grayscale=True))
+                   for p in paths])
+    labels = torch.tensor([{"cat": 0, "dog": 1, "emu": 2}[p.split("/")[0]] for p in paths])
+    expected, delta = fnattr.integrated_gradients(model, x, target=labels, n_steps=8,
+                                                  return_convergence_delta=True)
+    got = _arrays(store)
+    np.testing.assert_array_equal(got["target"], labels.numpy())
+    np.testing.assert_allclose(got["attributions"], expected.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(got["delta"], delta.detach().numpy(), atol=1e-6)
+    assert got["complete"].all()
+
+
+def test_torchrun_explain_equals_the_one_process_run(folder, files, tmp_path):
+    d, store = folder
+    out = tmp_path / "two.zarr"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "fnattr", "explain", f"{TINY}:make", str(d), *_ZARR_IG[:-1],
+           "--batch-size", "3", "--out", str(out)]
+    env = {**_env(files[0]), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("wrote") == 1, result.stdout  # rank 0 alone prints
+    _assert_same_store(out, store)
+
+
+def test_explain_zarr_resumes_and_refuses_changed_options(folder, files, tmp_path, capsys):
+    import zarr
+
+    d, reference = folder
+    out = tmp_path / "run.zarr"
+    args = ["explain", f"{TINY}:make", d, *_ZARR_IG, "--out", out]
+    assert _main(args, capsys)[0] == 0
+    group = zarr.open_group(str(out), mode="r+")
+    group["attributions"][0] = 7.0          # chunk 0: complete, must be skipped
+    group["attributions"][4] = 0.0          # chunk 4: marked missing, must be recomputed
+    group["complete"][4] = False
+    code, stdout, err = _main(args[:-3] + ["--out", out], capsys)  # without -q
+    assert code == 0, err
+    assert "8 of 9 chunks already complete" in stdout
+    got, want = _arrays(out), _arrays(reference)
+    assert (got["attributions"][0] == 7.0).all()
+    np.testing.assert_allclose(got["attributions"][1:], want["attributions"][1:], rtol=1e-6)
+    for changed, needle in [(["--n-steps", "9"], "--n-steps (stored 8, now 9)"),
+                            (["--mean", "0.5"], "image options"),
+                            (["--no-resume"], "drop --no-resume")]:
+        code, _, err = _main([*args, *changed], capsys)
+        assert code == 2
+        _assert_one_line_error(err, needle)
+    assert (_arrays(out)["attributions"][0] == 7.0).all()  # refusals change nothing
+    assert _main([*args, "--overwrite"], capsys)[0] == 0
+    _assert_same_store(out, reference)
+
+
+def test_explain_zarr_factory_dataset_gradient_shap_equals_the_api(files, tmp_path, capsys):
+    _, model, _ = files
+    options = {"n_samples": 4, "stdevs": 0.1}
+    code, _, err = _main(["explain", f"{TINY}:make", f"{TINY}:dataset", "-m", "gradient_shap",
+                          "--seed", "3", "--n-samples", "4", "--stdevs", "0.1", "--target",
+                          "label", "--batch-size", "3", "--progress", "--out",
+                          tmp_path / "cli.zarr"], capsys)
+    assert code == 0, err
+    assert "10/10" in err  # --progress: a bar even though stderr is not a terminal
+    data = importlib.import_module(TINY).dataset()
+    fnattr.attribute_dataset(fnattr.gradient_shap, model, data, str(tmp_path / "api.zarr"),
+                             seed=3, batch_size=5, baselines=torch.zeros(1, 1, 8, 8),
+                             progress=False, **options)
+    _assert_same_store(tmp_path / "cli.zarr", tmp_path / "api.zarr")
+    np.testing.assert_array_equal(_arrays(tmp_path / "cli.zarr")["target"],
+                                  data.tensors[1].numpy())
+
+
+def _zarr_error_cases(d: Path, out: Path) -> dict:
+    model = f"{TINY}:make"
+    images = str(d / "images")
+    return {
+        "folder into .pt": ([model, images, "--out", out.with_suffix(".pt")],
+                            "use --out NAME.zarr"),
+        "png": ([model, d / "x.pt", "--out", out, "--png", out.with_suffix(".png")],
+                "writes no heatmap"),
+        "inside input": ([model, images, "--grayscale", "--out", f"{images}/a.zarr"],
+                         "write inside the input"),
+        "no labels": ([model, d / "x.pt", "--target", "label", "--out", out], "no labels"),
+        "overwrite for .pt": ([model, d / "x.pt", "--overwrite", "--out",
+                               out.with_suffix(".pt")], "applies only to a Zarr store"),
+        "tuple target": ([model, d / "x.pt", "--target", "0,1", "--out", out],
+                         "one output index"),
+        "broken factory": ([model, f"{TINY}:broken", "--out", out], "factory exploded"),
+        "wrong channels": ([model, images, "--out", out], "the model rejected inputs"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_zarr_error_cases(Path("/u"), Path("/u/o.zarr"))))
+def test_explain_zarr_errors(case, folder, files, tmp_path, capsys):
+    out = tmp_path / "o.zarr"
+    args, needle = _zarr_error_cases(files[0], out)[case]
+    code, _, err = _main(["explain", *args], capsys)
+    assert code == 2
+    _assert_one_line_error(err, needle)
+    assert list(tmp_path.iterdir()) == []
+    assert not (files[0] / "images" / "a.zarr").exists()
+
+
+def test_explain_help_documents_zarr_runs(capsys):
+    _, out, _ = _main(["explain", "--help"], capsys)
+    for needle in ("NAME.zarr", "package.module:factory dataset", "torchrun", "--overwrite",
+                   "--no-resume", "--num-workers", "no heatmap"):
+        assert needle in " ".join(out.split()), needle

@@ -186,3 +186,37 @@ def test_compiled_call_binds_arguments_like_python(net):
     with pytest.raises(TypeError, match="unexpected keyword argument 'layer'"):
         compiled(x, layer=net.fc2)
     assert _graphs() == 0  # nothing was compiled for the bad calls
+
+
+class _TinyAttention(torch.nn.Module):
+    """Token embedding (a Linear on a contiguous ``(n, t, d)`` input) + self-attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Linear(4, 8)
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.fc(h.mean(1))
+
+
+@pytest.mark.parametrize("selector", [[(0, 1), (2, 3), (4, 7)], (1, 5)],
+                         ids=["list", "single"])
+def test_attention_new_batch_sizes_recompile_once(selector):
+    # issue 12.13: a list of selectors recompiled for every batch size (vmap of the
+    # gather's backward specialized it), and so did any 3-D Linear input under vjp
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    net = _TinyAttention().eval()
+    compiled = fnattr.compile(fnattr.neuron_gradient, net, net.emb)
+    for n in (2, 3, 5):
+        x = torch.randn(n, 5, 4)
+        torch.testing.assert_close(compiled(x, selector),
+                                   fnattr.neuron_gradient(net, net.emb, x, selector),
+                                   rtol=1e-5, atol=1e-6)
+    assert _breaks() == 0
+    assert _graphs() <= 2, "one static graph, then one dynamic graph for every batch size"

@@ -89,8 +89,11 @@ def test_one_process_equals_per_batch_api(single, name):
     assert store["attributions"].metadata.dimension_names == ("example", "attributions_1")
 
 
-def test_torchrun_two_processes_equal_one_process(single, tmp_path):
-    r = _torchrun(tmp_path, *METHODS)
+@pytest.mark.parametrize("group", ["joined", "started by each run"])
+def test_torchrun_two_processes_equal_one_process(single, tmp_path, group):
+    # "started by each run": two runs in one process, each starting and destroying
+    # its own group (the second start once failed on the first one's stale keys).
+    r = _torchrun(tmp_path, *METHODS, *(["--join"] if group == "joined" else []))
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("done") == 2, r.stdout
     for name in METHODS:
@@ -329,3 +332,12 @@ def test_neuron_gradient_shap_draws_per_example(tmp_path):
                                                  example_generator(5, i), **kw)
                      for i in range(len(x))]).detach()
     np.testing.assert_allclose(store["attributions"][:], ref, rtol=1e-6, atol=1e-7)
+
+
+def test_import_fnattr_does_not_import_zarr():
+    """zarr costs ~0.26 s to import: only dataset runs load it."""
+    code = "import sys, fnattr; print(sorted(m for m in sys.modules if m.split('.')[0] == 'zarr'))"
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -234,6 +234,110 @@ CASES = [
         e.mlp, torch.zeros(3, 6), None, "x", 0), "end_point", BAD),
     ("delta-target-list-too-short", lambda e: fnattr.convergence_delta(
         e.mlp, torch.zeros(3, 6), None, e.x, [0, 1]), "target", BAD),
+    # --------------------------------------------------------------- issue 13: tensor
+    # targets and indices are validated exactly as ints (13.4)
+    ("target-0d-tensor-negative-out-of-range", lambda e: ii(e, target=torch.tensor(-5)),
+     "target", IndexError),
+    ("target-0d-tensor-out-of-range", lambda e: ii(e, target=torch.tensor(4)), "target",
+     IndexError),
+    ("target-0d-float-tensor", lambda e: ii(e, target=torch.tensor(1.7)), "target", TypeError),
+    ("target-0d-bool-tensor", lambda e: ii(e, target=torch.tensor(True)), "target", TypeError),
+    ("target-1d-bool-tensor", lambda e: ii(e, target=torch.tensor([True, False, True])),
+     "target", TypeError),
+    ("target-1-element-float-tensor", lambda e: ii(e, target=torch.tensor([1.0])), "target",
+     TypeError),
+    ("target-1-element-out-of-range", lambda e: ii(e, target=torch.tensor([4])), "target",
+     IndexError),
+    ("target-per-example-negative-out-of-range", lambda e: ii(e, target=[-5] * 3), "target",
+     IndexError),
+    ("target-gradient-0d-tensor-out-of-range", lambda e: fnattr.gradient(
+        e.mlp, e.x, target=torch.tensor(-5)), "target", IndexError),
+    ("selector-tensor-indices-out-of-range", lambda e: ng(
+        e, forward_func=e.conv, layer=e.conv.conv2, inputs=e.img,
+        neuron_selector=(torch.tensor(0), torch.tensor(5), torch.tensor(0))),
+     "neuron_selector", IndexError),
+    ("selector-tensor-indices-out-of-range-list", lambda e: ng(
+        e, forward_func=e.conv, layer=e.conv.conv2, inputs=e.img,
+        neuron_selector=[(0, 0, 0), (torch.tensor(0), torch.tensor(5), torch.tensor(0))]),
+     "neuron_selector", IndexError),
+    ("selector-0d-tensor-negative-out-of-range", lambda e: ng(
+        e, neuron_selector=torch.tensor(-9)), "neuron_selector", IndexError),
+    ("selector-float-tensor", lambda e: ng(e, neuron_selector=torch.tensor(1.0)),
+     "neuron_selector", TypeError),
+    ("selector-bool-tensor-in-tuple", lambda e: ng(e, neuron_selector=(torch.tensor(True),)),
+     "neuron_selector", TypeError),
+    # --------------------------------------------------------------- issue 13.13 / 12
+    ("selector-1d-tensor", lambda e: ng(e, neuron_selector=torch.tensor([1, 2])),
+     "neuron_selector", BAD),
+    ("selector-negative-slice-step", lambda e: ng(
+        e, forward_func=e.conv, layer=e.conv.conv2, inputs=e.img,
+        neuron_selector=(0, slice(None, None, -1), 0)), "neuron_selector", BAD),
+    ("layer_gradients-layer-unknown-name", lambda e: fnattr.layer_gradients(
+        e.mlp, "0", (e.x,), fnattr.target_objective(0)), r"\blayer\b", BAD),
+    ("input_gradients-layer-unknown-name", lambda e: fnattr.input_gradients(
+        e.mlp, (e.x,), fnattr.neuron_objective(0), layer="0"), r"\blayer\b", BAD),
+    ("targets_objective-empty", lambda e: fnattr.targets_objective([]), "targets", BAD),
+    ("functional-not-callable", lambda e: fnattr.functional(5), "forward_func", BAD),
+    ("path_average-weights-length", lambda e: fnattr.path_average(
+        lambda p, t, a: p, (e.x,), (0.0,), [0.25, 0.75], [1.0]), "weights", BAD),
+    ("path_average-weights-2d", lambda e: fnattr.path_average(
+        lambda p, t, a: p, (e.x,), (0.0,), [0.25, 0.75], [[0.5, 0.5]]), "weights", BAD),
+    ("sample_paths-n_samples-0", lambda e: fnattr.sample_paths((e.x,), (0.0,), 0, (0.0,)),
+     "n_samples", BAD),
+    ("sample_paths-stdevs-nan", lambda e: fnattr.sample_paths((e.x,), (0.0,), 2,
+                                                              (float("nan"),)), "stdevs", BAD),
+    ("stdevs-nan", lambda e: fnattr.gradient_shap(e.mlp, e.x, torch.zeros(2, 6),
+                                                  stdevs=float("nan"), target=0), "stdevs",
+     ValueError),
+    ("stdevs-inf", lambda e: fnattr.gradient_shap(e.mlp, e.x, torch.zeros(2, 6),
+                                                  stdevs=float("inf"), target=0), "stdevs",
+     ValueError),
+    ("stdevs-tuple-inf-neuron", lambda e: fnattr.neuron_gradient_shap(
+        e.mlp, e.mlp.fc1, e.x, 0, torch.zeros(2, 6), stdevs=(float("-inf"),)), "stdevs",
+     ValueError),
+    ("shap-internal_batch_size-0", lambda e: fnattr.gradient_shap(
+        e.mlp, e.x, torch.zeros(2, 6), target=0, internal_batch_size=0),
+     "internal_batch_size", BAD),
+    ("inputs-int-ig", lambda e: fnattr.integrated_gradients(
+        e.mlp, torch.ones(3, 6, dtype=torch.long), target=0), "layer_integrated_gradients",
+     TypeError),
+    ("inputs-int-gradient", lambda e: fnattr.gradient(
+        e.mlp, torch.ones(3, 6, dtype=torch.long), target=0), r"`inputs` must be floating",
+     TypeError),
+    ("inputs-int-neuron", lambda e: ng(e, inputs=torch.ones(3, 6, dtype=torch.int32)),
+     r"`inputs` must be floating", TypeError),
+    ("inputs-bool-shap", lambda e: fnattr.gradient_shap(
+        e.mlp, torch.ones(3, 6, dtype=torch.bool), torch.zeros(2, 6), target=0),
+     r"`inputs` must be floating", TypeError),
+    ("guided_backprop-model-not-callable", lambda e: fnattr.guided_backprop(5, e.x, 0),
+     r"`model`", TypeError),
+    ("deconvolution-model-not-callable", lambda e: fnattr.deconvolution("m", e.x, 0),
+     r"`model`", TypeError),
+    ("neuron_guided_backprop-model-not-callable", lambda e: fnattr.neuron_guided_backprop(
+        None, e.mlp.fc1, e.x, 0), r"`model`", TypeError),
+    ("neuron_deconvolution-model-not-callable", lambda e: fnattr.neuron_deconvolution(
+        5, e.mlp.fc1, e.x, 0), r"`model`", TypeError),
+    ("interpolate-dims-wrong-length", lambda e: fnattr.interpolate(
+        torch.randn(2, 3, 4, 4), (8, 8, 8)), "interpolate_dims", ValueError),
+    ("interpolate-dims-non-positive", lambda e: fnattr.interpolate(
+        torch.randn(2, 3, 4, 4), (8, 0)), "interpolate_dims", ValueError),
+    ("interpolate-mode-unknown", lambda e: fnattr.interpolate(
+        torch.randn(2, 3, 4, 4), (8, 8), "cubic"), "interpolate_mode", ValueError),
+    ("interpolate-mode-rank", lambda e: fnattr.interpolate(
+        torch.randn(2, 3, 4), (8,), "bilinear"), "interpolate_mode", ValueError),
+    ("interpolate-trilinear-on-2d", lambda e: fnattr.interpolate(
+        torch.randn(2, 3, 4, 4), (8, 8), "trilinear"), "interpolate_mode", ValueError),
+    ("grad_kwargs-unknown-key", lambda e: ii(e, grad_kwargs={"retain_graph": True}),
+     "retain_graph", ValueError),
+    ("grad_kwargs-not-dict", lambda e: ii(e, grad_kwargs=[("materialize_grads", True)]),
+     "grad_kwargs", TypeError),
+    ("grad_kwargs-unknown-key-conductance", lambda e: fnattr.layer_conductance(
+        e.mlp, e.mlp.fc1, e.x, target=0, n_steps=2, grad_kwargs={"allow_unused": True}),
+     "allow_unused", ValueError),
+    ("compat-grad_kwargs-unknown-key", lambda e: compat.InternalInfluence(
+        e.mlp, e.mlp.fc1).attribute(e.x, target=0, n_steps=2,
+                                    grad_kwargs={"is_grads_batched": True}),
+     "is_grads_batched", ValueError),
 ]
 
 

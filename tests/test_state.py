@@ -406,3 +406,67 @@ def test_tied_and_shared_parameters_are_restored():
     fnattr.neuron_gradient(model, model[1], x, 2)
     snap.check()
     assert model[2].weight is emb.weight
+
+
+# ------------------------------------------------- train mode: buffers (issue 13.5)
+
+
+def _bn_mlp():
+    """The MLP with BatchNorm after each hidden layer, in train mode: every forward
+    would update running_mean, running_var and num_batches_tracked."""
+    model = MLP()
+    model.relu1 = nn.Sequential(nn.BatchNorm1d(8), nn.ReLU())
+    model.relu2 = nn.Sequential(nn.BatchNorm1d(8), nn.ReLU())
+    return model.train()
+
+
+TRAIN_CALLS = {
+    # vmap cannot update running statistics in place; a one-row slice of
+    # examples (internal_batch_size=2 of 3) is too small for train-mode BatchNorm
+    **{n: f for n, f in METHOD_CALLS.items() if not n.startswith("vmap")
+       and n != "integrated_gradients"},
+    "integrated_gradients": lambda m, x: fnattr.integrated_gradients(
+        m, x, target=1, n_steps=3, internal_batch_size=6, return_convergence_delta=True),
+    "gradient_shap": lambda m, x: fnattr.gradient_shap(
+        m, x, torch.zeros(2, 6), target=1, stdevs=0.1, return_convergence_delta=True,
+        generator=torch.Generator().manual_seed(0)),
+    "guided_backprop": lambda m, x: fnattr.guided_backprop(m, x, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAIN_CALLS))
+def test_train_mode_buffers_are_bit_identical_after_every_method(name):
+    model = _bn_mlp()
+    x = torch.randn(3, 6)
+    snap = Snapshot(model, (x,))
+    versions = {k: b._version for k, b in model.named_buffers()}
+    TRAIN_CALLS[name](model, x)
+    snap.check()  # buffer values
+    assert {k: b._version for k, b in model.named_buffers()} == versions
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("name", list(RAISING_CALLS))
+def test_train_mode_buffers_restored_when_the_forward_raises(name, where):
+    model = RaiseOnCall(2, where)
+    model.net.relu1 = nn.Sequential(nn.BatchNorm1d(8), nn.ReLU())
+    model.train()
+    x = torch.randn(3, 6)
+    snap = Snapshot(model, (x,))
+    with pytest.raises(RuntimeError, match="boom"):
+        RAISING_CALLS[name](model, x)
+    snap.check()
+
+
+def test_train_mode_uses_batch_statistics_of_the_expanded_batch():
+    # What train mode means for the result: BatchNorm normalizes with the
+    # statistics of the batch the model sees (the expanded path batch), exactly
+    # as a plain train-mode forward of that batch would.
+    model = _bn_mlp()
+    x = torch.randn(4, 6)
+    ours = fnattr.gradient(model, x, target=1)
+    ref_model = _bn_mlp()
+    ref_model.load_state_dict(model.state_dict())
+    xr = x.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(ref_model(xr)[:, 1].sum(), xr)
+    assert_same(ours, ref, atol=0, rtol=0)

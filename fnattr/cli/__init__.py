@@ -10,8 +10,10 @@ Python traceback instead.
 
 Modules: :mod:`.args` (parser), :mod:`.loading` (models, weights, tensors,
 images), :mod:`.methods` (the catalog's methods and how to call them),
-:mod:`.explain`, :mod:`.demo`, :mod:`.output` (paths, writers, commit) and
-:mod:`.figure` (the heatmap). Heavy modules (matplotlib, tqdm) are imported
+:mod:`.explain`, :mod:`.store` (``explain --out NAME.zarr``: a whole dataset
+through ``fnattr.attribute_dataset``, resumable, under ``torchrun`` too),
+:mod:`.demo`, :mod:`.output` (paths, writers, commit) and :mod:`.figure` (the
+heatmap). Heavy modules (matplotlib, tqdm) are imported
 inside the commands that use them.
 """
 
@@ -59,6 +61,12 @@ def _main(argv: list[str]) -> int:
         command = f"fnattr {args.command}" if args.command else "fnattr"
         raise CLIError(f"unrecognized arguments: {' '.join(extra)} (see '{command} --help')")
     if args.command == "explain":
+        from .output import is_store
+
+        if is_store(args.out):  # a whole dataset, through fnattr.attribute_dataset
+            from .store import explain_store
+
+            return explain_store(args)
         from .explain import explain
 
         return explain(args)

@@ -85,6 +85,7 @@ def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool]) -> Callab
 
 int_tuple = _parsed(_ints, "comma-separated integers such as 0,3,3")
 positive_int = _parsed(_checked(int, lambda v: v >= 1), "a positive integer")
+non_negative_int = _parsed(_checked(int, lambda v: v >= 0), "a non-negative integer")
 non_negative_float = _parsed(_checked(_finite, lambda v: v >= 0), "a finite non-negative number")
 finite_floats = _parsed(_floats, "comma-separated finite numbers such as 0.5,0.5,0.5")
 non_zero_floats = _parsed(_checked(_floats, lambda v: all(v)),
@@ -106,14 +107,14 @@ size = _parsed(_size_values, f"a size such as 8 or 28,28 (sides 1..{MAX_IMAGE_SI
 
 def target(text: str) -> Any:
     lowered = text.strip().lower()
-    if lowered in ("pred", "none"):
+    if lowered in ("pred", "none", "label"):
         return lowered
     try:
         values = _ints(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected an output index such as 7, an index tuple such as 0,3, 'pred' or "
-            f"'none', got {text!r}") from None
+            f"expected an output index such as 7, an index tuple such as 0,3, 'pred', "
+            f"'label' or 'none', got {text!r}") from None
     return values[0] if len(values) == 1 else values
 
 
@@ -139,7 +140,7 @@ _RAW = argparse.RawDescriptionHelpFormatter
 
 EXPLAIN_DESCRIPTION = """\
 Computes attributions for MODEL on INPUT files and writes them to --out (.pt or .npy)
-plus a heatmap PNG.
+plus a heatmap PNG, or streams a whole dataset to a Zarr store (--out NAME.zarr).
 
 MODEL is a torch.export program (.pt2), a TorchScript file (.pt, .ts) or an import path
 package.module:factory. The files are safe formats that never unpickle arbitrary objects;
@@ -157,6 +158,20 @@ along dim 0.
 Outputs are refused if they would overwrite an input, the baselines, the model, the
 weights or each other. Both are written to temporary files first and moved into place
 together.
+
+With --out NAME.zarr the run goes through fnattr.attribute_dataset: the attributions,
+targets and deltas are streamed chunk by chunk to a Zarr v3 store (no heatmap is
+written; --png is refused), and INPUT may also be ONE folder of images (searched
+recursively, sorted; labels from the sorted sub-folder names, as torchvision's
+ImageFolder; images read with --size/--grayscale/--mean/--std) or ONE
+package.module:factory that returns a map-style Dataset of x or (x, y) items. Like a
+model import path, a dataset factory imports (runs) that module's code. --target label
+uses the labels. A rerun with the same options computes only the chunks that are not
+complete (also after a crash or kill -9); different options are refused naming what
+differs, unless --overwrite; --no-resume refuses any existing store. Under
+`torchrun --nproc-per-node K -m fnattr explain ...` the K processes share the chunks
+(gloo on CPU, NCCL with --device cuda, each process on cuda:LOCAL_RANK) and the store
+equals a one-process run. Gradient SHAP draws example i's samples from (--seed, i).
 """
 
 EXPLAIN_EPILOG = """\
@@ -167,6 +182,10 @@ examples:
       --method internal_influence --layer features.3 --target 7 --out ii.npy
   fnattr explain model.pt2 x.npy --method neuron_gradient --layer features.2 \\
       --neuron 0,3,3 --out ng.pt
+  fnattr explain mypkg.models:make_net val_images/ --size 32 --target label \\
+      --out val_ig.zarr
+  torchrun --nproc-per-node 2 -m fnattr explain mypkg.models:make_net \\
+      mypkg.data:validation_set --target label --out val_ig.zarr
 """
 
 
@@ -190,6 +209,7 @@ def build_parser(methods: dict) -> Parser:
     _add_explain_files(explain, methods)
     _add_explain_method_options(explain.add_argument_group("method options"))
     _add_explain_execution(explain.add_argument_group("input and execution"))
+    _add_explain_store(explain.add_argument_group("Zarr store (--out NAME.zarr)"))
     return parser
 
 
@@ -219,12 +239,15 @@ def _add_explain_files(explain: argparse.ArgumentParser, methods: dict) -> None:
                          help="model file (.pt2, .pt, .ts) or package.module:factory "
                               "(imports and runs that module)")
     explain.add_argument("inputs", metavar="INPUT", nargs="+",
-                         help="input files (.pt, .npy, images)")
+                         help="input files (.pt, .npy, images); with --out NAME.zarr also "
+                              "one folder of images or one package.module:factory "
+                              "dataset (imports and runs that module)")
     explain.add_argument("-m", "--method", type=method_name(methods),
                          default="integrated_gradients",
                          help="attribution method (default: integrated_gradients)")
     explain.add_argument("-o", "--out", required=True, metavar="FILE",
-                         help="attributions file; .pt or .npy by suffix")
+                         help="attributions file (.pt or .npy by suffix) or a Zarr store "
+                              "(.zarr: streamed and resumable)")
     explain.add_argument("--png", metavar="FILE",
                          help="heatmap image (default: --out with suffix .png)")
     explain.add_argument("--no-png", action="store_true", help="do not write a heatmap")
@@ -243,7 +266,8 @@ def _add_explain_method_options(group: Any) -> None:
                        help="neuron index in the layer's value (without the batch dim)")
     group.add_argument("--target", type=target, metavar="T",
                        help="output index (int or comma tuple), 'pred' (the predicted class, "
-                            "default) or 'none' (outputs with one value per example)")
+                            "default), 'label' (the dataset's labels; .zarr runs) or 'none' "
+                            "(outputs with one value per example)")
     group.add_argument("--baselines", metavar="zeros|FILE",
                        help="'zeros' (default) or a file of baselines (for gradient SHAP: "
                             "a distribution of reference rows)")
@@ -276,3 +300,14 @@ def _add_explain_execution(run: Any) -> None:
                      help="use fnattr.compile (torch.compile; slow first call)")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar and no summary line")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="show a progress bar (default: when stderr is a terminal)")
+
+
+def _add_explain_store(store: Any) -> None:
+    store.add_argument("--num-workers", type=non_negative_int, metavar="N",
+                       help="DataLoader worker processes reading the data (default: 0)")
+    store.add_argument("--overwrite", action="store_true",
+                       help="replace a store holding another run (or any Zarr group)")
+    store.add_argument("--no-resume", action="store_true",
+                       help="refuse to continue a run already in the store")

@@ -20,9 +20,11 @@ from . import methods as M
 from .args import OPTION_PARAMS, flag
 from .errors import CLIError, describe, user_code
 from .figure import column_titles, figure, shape_text
-from .loading import ImageOptions, Model, check_layer, is_model_file, load_model, load_tensor
-from .output import (WRITERS, check_image_format, check_output, refuse_overwrites,
-                     write_outputs, writer_for)
+from .loading import (ImageOptions, Model, check_layer, data_kind, is_model_file, load_model,
+                      load_tensor)
+from .output import (WRITERS, STORE_SUFFIX, check_image_format, check_output, check_store,
+                     is_store, refuse_overwrites, refuse_store_overlap, write_outputs,
+                     writer_for)
 
 _EXPORT_GUARD_HINT = (" (the exported program has a fixed input shape; export it with a "
                       "dynamic batch dim, torch.export.Dim, or use --batch-size 1 and a "
@@ -38,6 +40,7 @@ class Plan:
     png: Path | None
     png_format: str | None
     images: ImageOptions
+    store: bool = False  # --out is a Zarr store: the run goes through attribute_dataset
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Result:
 def explain(args: argparse.Namespace) -> int:
     """Runs ``fnattr explain``: check, load, run, write; returns the exit code 0."""
     plan = check_request(args)
+    if plan.store:
+        raise CLIError("internal: a .zarr --out is run by fnattr.cli.store.explain_store")
     model, layer = _load_model(args, plan.entry)
     x, baselines = _load_inputs(args, plan, model)
     target = _resolve_target(args, plan.entry, _probe(model, x, args.batch_size))
@@ -70,13 +75,21 @@ def check_request(args: argparse.Namespace) -> Plan:
     """Checks options and output paths; loads and imports nothing."""
     entry = M.METHODS[args.method]
     _check_options(args, entry)
-    out = check_output(args.out, "--out", tuple(WRITERS))
+    images = ImageOptions(args.size, args.grayscale, args.mean, args.std)
+    if is_store(args.out):
+        if args.png is not None:
+            raise CLIError("--png: a .zarr run writes no heatmap (read the store and draw "
+                           "the examples you want with fnattr.viz)")
+        out = check_store(args.out, "--out")
+        refuse_store_overlap("--out", out, _sources(args))
+        return Plan(entry, out, None, None, images, store=True)
+    _check_not_store_options(args)
+    out = check_output(args.out, "--out", (*WRITERS, STORE_SUFFIX))
     png = None
     if not args.no_png:
         png = check_output(args.png or str(out.with_suffix(".png")), "--png", None)
     refuse_overwrites({"--out": out, **({"--png": png} if png else {})}, _sources(args))
     png_format = check_image_format(png, "--png") if png else None
-    images = ImageOptions(args.size, args.grayscale, args.mean, args.std)
     return Plan(entry, out, png, png_format, images)
 
 
@@ -89,6 +102,22 @@ def _sources(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.baselines not in (None, "zeros"):
         sources.append(("baselines", args.baselines))
     return sources
+
+
+def _check_not_store_options(args: argparse.Namespace) -> None:
+    """Refuses what only a .zarr run (a whole dataset) supports."""
+    only = [name for name, given in (("--num-workers", args.num_workers is not None),
+                                     ("--overwrite", args.overwrite),
+                                     ("--no-resume", args.no_resume)) if given]
+    if only:
+        raise CLIError(f"{', '.join(only)} applies only to a Zarr store (--out NAME.zarr)")
+    kind = data_kind(args.inputs)
+    if kind != "files":
+        raise CLIError(f"INPUT {args.inputs[0]} is a {kind}: whole datasets are streamed to a "
+                       "Zarr store, use --out NAME.zarr")
+    if args.target == "label":
+        raise CLIError("--target label needs labelled data: a folder of images or a "
+                       "package.module:factory dataset, with --out NAME.zarr")
 
 
 def _check_options(args: argparse.Namespace, entry: Any) -> None:
@@ -153,7 +182,9 @@ def _load_inputs(args: argparse.Namespace, plan: Plan, model: Model) -> tuple[An
     return x, _load_baselines(args, plan, x)
 
 
-def _load_baselines(args: argparse.Namespace, plan: Plan, x: Any) -> Any:
+def _load_baselines(args: argparse.Namespace, plan: Plan, x: Any, one_row: bool = False) -> Any:
+    """The baselines (None, a zero row, or --baselines); ``one_row``: path methods take
+    one row for every example (a .zarr run, whose batches are not the inputs' rows)."""
     import torch
 
     entry = plan.entry
@@ -166,6 +197,9 @@ def _load_baselines(args: argparse.Namespace, plan: Plan, x: Any) -> Any:
     if b.shape[1:] != x.shape[1:]:
         raise CLIError(f"--baselines {args.baselines} has shape {shape_text(b)}, which does "
                        f"not match the inputs {shape_text(x)} (after dim 0)")
+    if entry.path == "quadrature" and one_row and b.shape[0] != 1:
+        raise CLIError(f"--baselines {args.baselines} needs 1 row for a .zarr run (one "
+                       f"baseline for every example), got {b.shape[0]}")
     if entry.path == "quadrature" and b.shape[0] not in (1, x.shape[0]):
         raise CLIError(f"--baselines {args.baselines} needs 1 or {x.shape[0]} rows (one per "
                        f"input), got {b.shape[0]}")
@@ -200,12 +234,12 @@ def _resolve_target(args: argparse.Namespace, entry: Any, probe: Any) -> Any:
             raise CLIError(f"--target none needs one output per example, but the model's "
                            f"output has shape {shape}; give an output index")
         return None
-    if target == "pred":
+    if target in ("pred", "label"):
         if probe.dim() == 2:
-            return "pred"
-        if probe.dim() == 1:
+            return target
+        if probe.dim() == 1 and target == "pred":
             return None  # one value per example: nothing to pick
-        raise CLIError(f"--target pred needs outputs of shape [N, classes], got {shape}; "
+        raise CLIError(f"--target {target} needs outputs of shape [N, classes], got {shape}; "
                        "give an index tuple such as --target 0,1")
     index = (target,) if isinstance(target, int) else tuple(target)
     text = ",".join(map(str, index))
@@ -228,7 +262,7 @@ def _run(args: argparse.Namespace, entry: Any, model: Model, layer: str | None, 
     n, size = x.shape[0], args.batch_size
     starts = range(0, n, size)
     bar = tqdm(starts, total=len(starts), desc=entry.name, unit="batch", file=sys.stderr,
-               disable=args.quiet or not sys.stderr.isatty(), leave=False)
+               disable=not show_progress(args), leave=False)
     parts, deltas, targets = [], [], []
     begin = time.perf_counter()
     for start in bar:
@@ -244,15 +278,27 @@ def _run(args: argparse.Namespace, entry: Any, model: Model, layer: str | None, 
     return Result(torch.cat(parts), deltas, targets, time.perf_counter() - begin)
 
 
-def _prepare(args: argparse.Namespace, entry: Any, model: Model,
-             layer: str | None) -> tuple[Callable, dict]:
-    import torch
+def show_progress(args: argparse.Namespace) -> bool:
+    """--progress/--no-progress, else a bar when stderr is a terminal; never with -q."""
+    shown = sys.stderr.isatty() if args.progress is None else args.progress
+    return shown and not args.quiet
 
+
+def method_options(args: argparse.Namespace) -> dict:
+    """fnattr's keyword arguments set by the method options (not the generator)."""
     options = {OPTION_PARAMS[dest]: getattr(args, dest) for dest in
                ("n_steps", "integration", "n_samples", "stdevs", "internal_batch_size")
                if getattr(args, dest) is not None}
     if args.neuron is not None:
         options["neuron_selector"] = tuple(args.neuron)
+    return options
+
+
+def _prepare(args: argparse.Namespace, entry: Any, model: Model,
+             layer: str | None) -> tuple[Callable, dict]:
+    import torch
+
+    options = method_options(args)
     if M.accepts(entry, "generator"):
         options["generator"] = torch.Generator(device=args.device).manual_seed(
             0 if args.seed is None else args.seed)

@@ -262,6 +262,17 @@ def check_layer(module: Any, layer: str) -> None:
                        f"{', '.join(layer_names(module))}") from None
 
 
+def data_kind(inputs: list[str]) -> str:
+    """``"folder"`` (one directory), ``"dataset factory"`` (one import path that is
+    not a file) or ``"files"``."""
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        return "folder"
+    if len(inputs) == 1 and re.fullmatch(_IMPORT_PATH, inputs[0]) \
+            and not Path(inputs[0]).exists():
+        return "dataset factory"
+    return "files"
+
+
 # ----------------------------------------------------------------------------- tensors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

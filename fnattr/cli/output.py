@@ -42,6 +42,39 @@ def _write_npy(path: Path, attributions: Any) -> None:
 WRITERS: dict[str, Callable[[Path, Any], None]] = {".pt": _write_pt, ".npy": _write_npy}
 
 
+STORE_SUFFIX = ".zarr"  # --out written by fnattr.attribute_dataset, not by a writer
+
+
+def is_store(path_text: str) -> bool:
+    """Whether ``--out`` names a Zarr store (a resumable dataset run)."""
+    return Path(path_text).suffix.lower() == STORE_SUFFIX
+
+
+def check_store(path_text: str, option: str) -> Path:
+    """A Zarr store path that can be written: existing parent, not a file."""
+    path = Path(path_text)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CLIError(f"{option}: directory {parent} does not exist")
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{option} {path_text} is a file, not a Zarr store (a directory)")
+    return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def refuse_store_overlap(option: str, store: Path, sources: Iterable[tuple[str, str]]) -> None:
+    """Refuses a store that is, holds, or lies inside a source (a store is a directory
+    tree that ``--overwrite`` replaces)."""
+    for what, source_text in sources:
+        source = Path(source_text)
+        if _inside(source, store) or (source.is_dir() and _inside(store, source)):
+            raise CLIError(f"{option} {store} would overwrite or write inside the {what} "
+                           f"{source}; choose another output path")
+
+
 def writer_for(path: Path) -> Callable[[Path, Any], None]:
     return WRITERS[path.suffix.lower()]
 

@@ -9,10 +9,9 @@ opens one. The layout is in :mod:`._store`, processes and chunk ownership in
 from __future__ import annotations
 
 import platform
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-import zarr
 from torch import nn
 
 from .. import _normalize as N
@@ -21,6 +20,9 @@ from . import _engine, _shard, _store
 from ._data import as_items, from_folder, load_dataset_spec
 
 __all__ = ["attribute_dataset", "open_attributions", "from_folder", "load_dataset_spec"]
+
+if TYPE_CHECKING:  # imported where used: `import fnattr` does not load zarr
+    import zarr
 
 RESERVED = ("inputs", "target", "generator", "return_convergence_delta")
 
@@ -45,6 +47,8 @@ def open_attributions(out: Any) -> zarr.Group:
         >>> group["attributions"].shape, group["target"][:3].tolist()
         ((50, 1, 8, 8), [0, 1, 2])
     """
+    import zarr
+
     group = zarr.open_group(out, mode="r", zarr_format=3)
     if "fnattr" not in group.attrs:
         raise ValueError(f"`out` {out!r} is not a store written by fnattr.attribute_dataset")
@@ -96,6 +100,8 @@ def _prepare(out: Any, config: dict, probe: dict, n: int, shard: Any, resume: bo
     """Checks an existing run against ``config`` (every process) and creates the store
     when needed (process 0); returns the group, open for writing, and its missing
     chunks, read by every process before any of them writes (so all see one list)."""
+    import zarr
+
     existing = _store.open_run(out)
     if existing is not None and not overwrite:
         if not resume:
@@ -194,13 +200,27 @@ def attribute_dataset(
         >>> torch.allclose(torch.from_numpy(store["attributions"][:]), ig, atol=1e-5)
         True
     """
+    return run(method, model, data, out, {}, layer=layer, target=target,
+               batch_size=batch_size, seed=seed, device=device, num_workers=num_workers,
+               resume=resume, overwrite=overwrite, progress=progress, compile=compile,
+               **method_kwargs)
+
+
+def run(method: Callable, model: Callable, data: Any, out: Any, extra_config: dict, *,
+        layer: Any, target: Any, batch_size: int, seed: int, device: Any, num_workers: int,
+        resume: bool, overwrite: bool, progress: bool | None, compile: bool,
+        **method_kwargs: Any) -> zarr.Group:
+    """:func:`attribute_dataset` whose stored configuration also holds ``extra_config``
+    (JSON values compared on resume like the rest): what a caller knows about the run
+    that the arguments do not show, such as how ``fnattr explain`` read its inputs."""
     entry = lookup(method)
     layer_name = _check(entry, method, model, layer, target, batch_size, method_kwargs)
     items = as_items(data)
     n = len(items)
     if n == 0:
         raise ValueError("`data` is empty")
-    config = _config(entry, layer_name, target, seed, n, model, method_kwargs)
+    config = {**_config(entry, layer_name, target, seed, n, model, method_kwargs),
+              **extra_config}
     shard = _shard.join(device)
     try:
         local = _engine.on_device(model, shard.device)

@@ -7,17 +7,19 @@ import dataclasses
 import queue
 import sys
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-import zarr
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .. import _engine as _fn_engine
 from . import _store
 from ._data import Items, collate
+
+if TYPE_CHECKING:  # zarr is imported by the functions that use it (not at `import fnattr`)
+    import zarr
 
 __all__ = ["example_generator", "per_example_draw", "batches", "Writer", "run_chunks"]
 

@@ -13,6 +13,8 @@ peer is gone) or time out.
 
 from __future__ import annotations
 
+import itertools
+
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +44,9 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+_STARTS = itertools.count()
+
+
 def join(device: Any = None) -> Shard:
     """This process's rank, world size and device; starts the process group if needed."""
     world = _env_int("WORLD_SIZE", 1)
@@ -59,7 +64,15 @@ def join(device: Any = None) -> Shard:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
+    # The launcher's store under a prefix of its own for every group this process
+    # starts: a group started again after ``destroy_process_group`` would otherwise
+    # read the first group's stale rendezvous keys (gloo: "connectFullMesh ...
+    # Connection refused"). Every process starts its groups in the same order, so
+    # the prefixes agree across ranks.
+    store, rank, world = next(dist.rendezvous("env://", timeout=TIMEOUT))
+    store = dist.PrefixStore(f"fnattr/{next(_STARTS)}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                            timeout=TIMEOUT, **kwargs)
     return Shard(dist.get_rank(), dist.get_world_size(), device, True)
 
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import zarr
 from torch import Tensor, nn
 
 __all__ = ["CHUNK_BYTES", "chunk_length", "fingerprint", "describe", "create", "open_run",
            "check_config", "missing_chunks", "write_chunk"]
+
+if TYPE_CHECKING:  # zarr is imported by the functions that use it (not at `import fnattr`)
+    import zarr
 
 CHUNK_BYTES = 4 << 20  # target size of one uncompressed chunk of attributions
 MAX_CHUNK = 1024
@@ -77,6 +79,8 @@ def create(out: Any, config: dict, shapes: dict, n: int, chunk: int, overwrite: 
            meta: dict) -> zarr.Group:
     """Creates the group and its arrays (rank 0 only). ``shapes`` maps an array name to
     ``(shape per example, numpy dtype)``."""
+    import zarr
+
     group = zarr.open_group(out, mode="w" if overwrite else "a", zarr_format=3)
     group.attrs["fnattr"] = {"config": config, "chunk": chunk, **meta}
     for name, (shape, dtype) in shapes.items():
@@ -95,6 +99,8 @@ def create(out: Any, config: dict, shapes: dict, n: int, chunk: int, overwrite: 
 
 def open_run(out: Any) -> zarr.Group | None:
     """The existing run at ``out``, or ``None`` when there is none."""
+    import zarr
+
     try:
         group = zarr.open_group(out, mode="r+", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
