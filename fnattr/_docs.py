@@ -32,7 +32,6 @@ from __future__ import annotations
 import inspect
 import re
 import textwrap
-import typing
 from typing import Any, Iterable
 
 __all__ = ["ARGS", "DIGITS", "render", "render_public"]
@@ -152,17 +151,23 @@ def render(doc: str | None) -> str | None:
 def _resolve_annotations(fn: Any) -> None:
     """Replaces string annotations by the objects they name, in place.
 
-    The dict is updated rather than replaced: a ``functools.wraps`` wrapper
-    shares it with the function it wraps, which ``inspect.signature`` reads.
+    Each is evaluated in the function's module, as ``typing.get_type_hints``
+    does; one naming a module imported only for type checkers (``zarr.Group``,
+    kept lazy) stays a string. The dict is updated rather than replaced: a
+    ``functools.wraps`` wrapper shares it with the function it wraps, which
+    ``inspect.signature`` reads.
     """
     target = inspect.unwrap(fn)
     annotations = getattr(target, "__annotations__", None)
-    if not annotations or not any(isinstance(v, str) for v in annotations.values()):
+    if not annotations:
         return
-    try:
-        annotations.update(typing.get_type_hints(target))
-    except (NameError, TypeError):  # left as strings; tests/test_docs.py names them
-        pass
+    namespace = getattr(target, "__globals__", {})
+    for key, value in list(annotations.items()):
+        if isinstance(value, str):
+            try:
+                annotations[key] = eval(value, namespace)  # noqa: S307 (annotation text)
+            except (NameError, AttributeError, TypeError):
+                pass  # left as a string; tests/test_docs.py lists the allowed ones
 
 
 def render_public(namespace: dict[str, Any], names: Iterable[str]) -> None:
