@@ -68,6 +68,11 @@ ARGS: dict[str, str] = {
         "every example), a 0-d or one-element tensor, a 1-D tensor or list with one "
         "index per example, or a list of tuples. ``fnattr.each([t1, t2, ...])`` "
         "explains K targets in one pass (a leading ``K`` dim on the result)."),
+    "target[single]": (
+        "which output to explain, one scalar per example: ``None`` (the output "
+        "already is one), an int or a tuple of ints (the same output index for "
+        "every example), a 0-d or one-element tensor, a 1-D tensor or list with one "
+        "index per example, or a list of tuples (not ``fnattr.each``)."),
     "neuron_selector": (
         "which neuron of the layer's value (without its batch dim): an int, a "
         "tuple of ints/slices (slices are summed), or a callable mapping the layer "

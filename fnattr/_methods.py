@@ -194,7 +194,7 @@ def convergence_delta(
             number, a tensor of the input's shape or with a batch dim of 1, or a
             tuple of those.
         end_point: the inputs, a tensor ``[N, ...]`` or a tuple of them.
-        {args: target, additional_forward_args}
+        {args: target[single], additional_forward_args}
 
     Returns:
         A tensor ``[N]``: one gap per example.

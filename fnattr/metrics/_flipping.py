@@ -49,7 +49,7 @@ def pixel_flipping(
         {args: forward_func, inputs}
         attributions: one tensor per input, broadcastable to the input's shape
             with the same batch dim.
-        {args: target}
+        {args: target[single]}
         steps: points of the curve besides the start.
         baseline: the value of a deleted feature (a number, or a tensor per
             input shaped like it or with a batch dim of 1).

@@ -48,7 +48,7 @@ def infidelity(
         attributions: shaped like ``inputs``.
         baselines: passed to ``perturb_func`` if it takes a second argument
             (``None``, a number, a tensor, or a tuple of those).
-        {args: additional_forward_args, target}
+        {args: additional_forward_args, target[single]}
         n_perturb_samples: perturbations per example.
         max_examples_per_batch: rows per forward (at least one perturbation per
             example per batch); ``None``: all in one batch.
