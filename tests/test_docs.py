@@ -9,6 +9,7 @@ argument texts come from :mod:`fnattr._docs`.
 from __future__ import annotations
 
 import doctest
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -16,6 +17,7 @@ import pydoc
 import re
 import sys
 import tomllib
+import types
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ import fnattr.dataset
 import fnattr.metrics
 import fnattr.viz
 from fnattr import _docs
+from fnattr.types import Target, TensorOrTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -173,3 +176,30 @@ def test_types_module_is_public_and_named():
         alias = getattr(T, name)
         assert alias.__name__ == name and repr(alias) == name
     assert "fnattr.types" in sys.modules
+
+
+def _body(inputs: TensorOrTuple, target: Target = None) -> TensorOrTuple:
+    """Body.
+
+    Args:
+        {args: inputs, target}
+    """
+    return inputs
+
+
+def test_render_public_sees_through_a_wraps_wrapper():
+    """A boundary decorator made with functools.wraps (the wrapper is public,
+    ``inspect.signature`` reads the body): both get the rendered text and the
+    resolved annotations."""
+    body = types.FunctionType(_body.__code__, _body.__globals__, "_body", _body.__defaults__)
+    body.__doc__, body.__annotations__ = _body.__doc__, dict(_body.__annotations__)
+
+    @functools.wraps(body)
+    def public(*args, **kwargs):
+        return body(*args, **kwargs)
+
+    _docs.render_public({"public": public}, ["public"])
+    assert str(inspect.signature(public)) == "(inputs: TensorOrTuple, target: Target = None)" \
+        " -> TensorOrTuple"
+    assert "inputs: a tensor ``[N, ...]``" in inspect.getdoc(public)
+    assert inspect.getdoc(body) == inspect.getdoc(public)
