@@ -125,8 +125,8 @@ DIGITS = (
     ">>> x, labels = fnattr.data.load_digits_examples()  # [50, 1, 8, 8], [50]"
 )
 
-_PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{(?:args:(?P<names>[^}]*)|(?P<digits>digits))\}[ \t]*$",
-                          re.MULTILINE)
+_PLACEHOLDER = re.compile(
+    r"^(?P<indent>[ \t]*)\{(?:args:(?P<names>[^}]*)|(?P<digits>digits))\}[ \t]*$", re.MULTILINE)
 _WIDTH = 80
 
 
@@ -191,7 +191,7 @@ def render_public(namespace: dict[str, Any], names: Iterable[str]) -> None:
                 _resolve_annotations(t)
             doc = t.__doc__
             rendered = render(doc)
-            if rendered is not doc:
+            if rendered != doc:
                 t.__doc__ = rendered
                 inner = inspect.unwrap(t) if not inspect.isclass(t) else t
                 if inner is not t and inner.__doc__ == doc:
