@@ -113,6 +113,12 @@ ARGS: dict[str, str] = {
         "Captum's extra ``torch.autograd.grad`` arguments: ``None`` or a dict "
         "whose keys fnattr honours (``materialize_grads``, which it always "
         "applies); any other key is a ``ValueError`` naming it."),
+    "memory_budget": (
+        "the most working memory the call may use: bytes, or a size such as "
+        "``\"512MiB\"`` (``KiB``/``MiB``/``GiB`` or ``kB``/``MB``/``GB``); the "
+        "expanded rows and the K rows are split into blocks that fit, and the "
+        "result does not depend on the split (``None``: the enclosing "
+        "``fnattr.memory_budget`` context's, else the automatic choice)."),
     "chunk_size": (
         "rows per vectorized backward for K neurons (``None``: as many as keep "
         "that many copies of the saved activations under a per-device budget)."),
