@@ -320,7 +320,7 @@ def gradient(
         Simonyan et al., "Deep Inside Convolutional Networks", https://arxiv.org/abs/1312.6034
 
     Args:
-        {args: forward_func, inputs, target, additional_forward_args, create_graph}
+        {args: forward_func, inputs, target, additional_forward_args, create_graph, memory_budget}
 
     Returns:
         Gradients shaped like ``inputs`` (a tensor or a tuple), with a leading
@@ -547,7 +547,7 @@ def gradient_shap(
         additional_forward_args}
         return_convergence_delta: also return ``sum(attr) - (f(x') - f(b))``
             per example and sample, example-major (``N * n_samples`` values).
-        {args: multiply_by_inputs, generator, create_graph, internal_batch_size}
+        {args: multiply_by_inputs, generator, create_graph, internal_batch_size, memory_budget}
 
     Returns:
         Attributions shaped like ``inputs`` (a leading ``K`` for ``fnattr.each``
@@ -642,7 +642,7 @@ def neuron_gradient_shap(
     Args:
         {args: forward_func, layer, inputs, neuron_selector, baselines[sampled], n_samples,
         stdevs, additional_forward_args, attribute_to_neuron_input, multiply_by_inputs,
-        generator, create_graph, internal_batch_size, chunk_size}
+        generator, create_graph, internal_batch_size, chunk_size, memory_budget}
 
     Returns:
         Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
@@ -723,7 +723,7 @@ def integrated_gradients(
     Args:
         {args: forward_func, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, return_convergence_delta,
-        multiply_by_inputs, create_graph}
+        multiply_by_inputs, create_graph, memory_budget}
 
     Returns:
         Attributions shaped like ``inputs`` (a leading ``K`` for ``fnattr.each``
@@ -792,7 +792,7 @@ def neuron_integrated_gradients(
     Args:
         {args: forward_func, layer, inputs, neuron_selector, baselines,
         additional_forward_args, n_steps, method, internal_batch_size,
-        attribute_to_neuron_input, multiply_by_inputs, create_graph, chunk_size}
+        attribute_to_neuron_input, multiply_by_inputs, create_graph, chunk_size, memory_budget}
 
     Returns:
         Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
@@ -855,7 +855,7 @@ def layer_conductance(
     Args:
         {args: forward_func, layer, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, return_convergence_delta,
-        attribute_to_layer_input, create_graph, grad_kwargs}
+        attribute_to_layer_input, create_graph, grad_kwargs, memory_budget}
 
     Returns:
         Attributions shaped like the layer's output (input), ``[N, *layer_dims]``
