@@ -3,6 +3,7 @@ results independent of the split, argument errors, the context manager."""
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import pytest
@@ -48,6 +49,10 @@ CASES = {
         m, m[2], X, [(c, 5, 5) for c in range(16)], **k), 4, False),
     "gradient_each": (lambda m, **k: fnattr.gradient(
         m, X, target=fnattr.each(range(10)), **k), 4, False),
+    # the noise tunnel's copies (16 per example) under the budget, the inner method too
+    "noise_tunnel": (lambda m, **k: fnattr.noise_tunnel(
+        functools.partial(fnattr.integrated_gradients, m), X, target=1, n_steps=4,
+        nt_samples=16, stdevs=0.1, generator=GEN(), **k), 256, False),
 }
 
 
