@@ -107,10 +107,10 @@ class memory_budget:
 
     Example:
         {digits}
-        >>> with fnattr.memory_budget("256KiB"):  # split into blocks that fit
-        ...     attr = fnattr.integrated_gradients(model, x, target=labels, n_steps=64)
+        >>> with fnattr.memory_budget("64MiB"):  # the default of the calls inside
+        ...     attr = fnattr.integrated_gradients(model, x, target=labels, n_steps=16)
         >>> torch.allclose(attr, fnattr.integrated_gradients(model, x, target=labels,
-        ...                                                  n_steps=64), atol=1e-5)
+        ...                                                  n_steps=16), atol=1e-5)
         True
     """
 
