@@ -23,7 +23,21 @@ __all__ = ["Functional", "functional", "transforms_active", "with_rule"]
 
 
 def transforms_active() -> bool:
-    """True inside ``torch.func`` transforms or while ``torch.compile`` traces."""
+    """True inside ``torch.func`` transforms or while ``torch.compile`` traces.
+
+    Methods use it to leave tensors attached when a transform decides what is
+    differentiated (``torch.func.grad`` always builds the graph).
+
+    Returns:
+        A bool.
+
+    Example:
+        >>> import torch, fnattr
+        >>> fnattr.transforms_active()
+        False
+        >>> torch.func.grad(lambda t: t.sum() * fnattr.transforms_active())(torch.ones(2))
+        tensor([1., 1.])
+    """
     return (
         torch.compiler.is_compiling()
         or torch._C._functorch.peek_interpreter_stack() is not None
@@ -72,7 +86,7 @@ class Functional:
             return fn(*args, **kwargs)
 
 
-def functional(forward_func: Callable, *, detach: bool = True) -> Functional:
+def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     """Returns ``forward_func`` as a pure function of its inputs.
 
     For an ``nn.Module`` the result calls it with detached parameters by
@@ -80,21 +94,27 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Functional:
     only input or layer gradients are wanted): through
     ``torch.func.functional_call`` under ``torch.func`` transforms and
     ``torch.compile``, and in plain eager mode by swapping detached aliases
-    into the modules for the duration of the call (the same swap, with less
-    bookkeeping; restored when the call returns or raises). With
-    ``detach=False`` the live parameters are used (attributions that stay
-    differentiable with respect to the parameters). Any other callable is
-    called as it is. ``DataParallel`` wrappers are unwrapped. A
-    :class:`Functional` (e.g. from :func:`with_rule`) keeps its model and rule.
+    into the modules for the duration of the call (restored when the call
+    returns or raises). With ``detach=False`` the live parameters are used.
+    Any other callable is returned unchanged. ``DataParallel`` wrappers are
+    unwrapped.
 
     Args:
         forward_func: an ``nn.Module`` or any callable.
         detach: pass detached parameters.
 
     Returns:
-        A :class:`Functional`, callable with the signature of ``forward_func``.
+        A callable with the signature of ``forward_func``.
 
-    >>> f = functional(model)   # f(x) == model(x), no parameter graph
+    Example:
+        {digits}
+        >>> f = fnattr.functional(model)
+        >>> out = f(x.requires_grad_())
+        >>> torch.equal(out, model(x)), out.shape
+        (True, torch.Size([50, 10]))
+        >>> (g,) = torch.autograd.grad(out.sum(), x)  # input gradient, no parameter graph
+        >>> g.shape
+        torch.Size([50, 1, 8, 8])
     """
     if isinstance(forward_func, Functional):
         if forward_func.detach == detach:
@@ -105,7 +125,7 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Functional:
     return Functional(unwrap_parallel(forward_func), None, detach)
 
 
-def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_relu) -> Functional:
+def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_relu) -> Callable:
     """Returns ``forward_func`` with every ReLU it executes replaced by ``rule``.
 
     A transform of the forward function, composable with every gradient
@@ -113,18 +133,21 @@ def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_
     guided_relu), x)``. Scoped to each call; nothing is left patched when it
     returns or raises. Works under ``torch.func.grad``/``vmap`` and
     ``torch.compile`` (see :mod:`fnattr._rules` for exactly which calls are
-    reached). Nested rules: the inner one wins.
+    reached).
 
     Args:
-        forward_func: the model or any callable.
+        forward_func: the model or any callable (not TorchScript).
         rule: :func:`guided_relu` or :func:`deconv_relu`.
 
     Returns:
-        A :class:`Functional` with ``forward_func``'s signature (live
-        parameters, as the model itself; methods detach them).
+        A callable with ``forward_func``'s signature.
 
-    >>> guided = with_rule(model, guided_relu)
-    >>> neuron_gradient(guided, model.conv2, x, (0, 3, 3))   # NeuronGuidedBackprop
+    Example:
+        {digits}
+        >>> guided = fnattr.with_rule(model, fnattr.guided_relu)
+        >>> attr = fnattr.neuron_gradient(guided, "features.2", x, (0, 3, 3))
+        >>> torch.equal(attr, fnattr.neuron_guided_backprop(model, "features.2", x, (0, 3, 3)))
+        True
     """
     if rule not in _RULES:
         raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")

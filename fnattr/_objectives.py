@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .types import NeuronSelector, Target
 from . import _normalize as N
 
 __all__ = ["Objective", "as_objective", "target_objective", "targets_objective",
@@ -92,14 +93,28 @@ def _target_rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
     return target
 
 
-def target_objective(target: Any = None) -> Objective:
+def target_objective(target: Target = None) -> Callable[[Tensor, Any], Tensor]:
     """The objective "the model's output at ``target``", one scalar per example.
 
-    ``target`` has Captum's meanings (see :mod:`fnattr` docs, "Shared
-    arguments"); ``fnattr.each([...])`` gives K targets at once. Calling the
-    result gives ``Tensor[N]`` (``Tensor[K, N]`` for ``each``).
+    *What* is explained, as a value: pass it to :func:`input_gradients`,
+    :func:`layer_gradients` or :func:`path_average`'s gradient function.
+    ``fnattr.each`` of K targets gives :func:`targets_objective`.
 
-    >>> grads = input_gradients(model, (x,), target_objective(3))
+    Args:
+        {args: target}
+
+    Returns:
+        ``objective(output, layer_value=None)`` returning a tensor ``[N]``
+        (``[K, N]`` for ``fnattr.each`` of K targets).
+
+    Example:
+        {digits}
+        >>> objective = fnattr.target_objective(labels)
+        >>> objective(model(x)).shape
+        torch.Size([50])
+        >>> (g,) = fnattr.input_gradients(model, (x,), objective)
+        >>> g.shape
+        torch.Size([50, 1, 8, 8])
     """
     if isinstance(target, Objective):
         return target
@@ -108,14 +123,28 @@ def target_objective(target: Any = None) -> Objective:
     return _of_targets((target,), True)
 
 
-def targets_objective(targets: Sequence[Any]) -> Objective:
-    """Several targets at once: calling it gives ``Tensor[K, N]``.
+def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]:
+    """Several targets at once: ``objective(output, _) -> Tensor[K, N]``.
 
     Each entry of ``targets`` is one Captum ``target`` (an int, a tuple, a
     per-example list or tensor); row ``k`` of the result is the output at
-    ``targets[k]``. One forward serves all K.
+    ``targets[k]``. One forward serves all K, and the gradient of a ``[K, N]``
+    objective is one vectorized backward.
 
-    >>> (g,) = input_gradients(model, (x,), targets_objective(range(10)))   # (10, *x.shape)
+    Args:
+        targets: a sequence of K targets, each one of ``target``'s forms.
+
+    Returns:
+        ``objective(output, layer_value=None)`` returning a tensor ``[K, N]``.
+
+    Example:
+        {digits}
+        >>> objective = fnattr.targets_objective([0, labels])
+        >>> objective(model(x)).shape
+        torch.Size([2, 50])
+        >>> (g,) = fnattr.input_gradients(model, (x,), objective)
+        >>> g.shape
+        torch.Size([2, 50, 1, 8, 8])
     """
     targets = tuple(targets)
     if not targets:
@@ -123,17 +152,27 @@ def targets_objective(targets: Sequence[Any]) -> Objective:
     return _of_targets(targets, False)
 
 
-def neuron_objective(neuron_selector: Any) -> Objective:
+def neuron_objective(neuron_selector: NeuronSelector) -> Callable[[Any, Any], Tensor]:
     """The objective "the value of a neuron of the tapped layer", per example.
 
-    ``neuron_selector``: an int, a tuple of ints/slices (slices are summed), a
-    callable on the layer value, or a **list** of those (then the objective
-    is ``(K, N)``: all K neurons from one forward), or ``"all"``: every neuron
-    of the layer, ``K = value[0].numel()`` rows in row-major order of the
-    layer's per-example shape (reshape the result's leading dim to that shape).
+    A list of selectors makes a ``[K, N]`` objective (all K neurons from one
+    forward); ``"all"`` takes every neuron of the layer, ``K =
+    value[0].numel()`` rows in row-major order of the layer's per-example shape
+    (reshape the result's leading dim to that shape).
 
-    >>> grads = input_gradients(model, (x,), neuron_objective([(0,), (1,)]),
-    ...                         layer=model.fc1)        # shape (2, *x.shape)
+    Args:
+        {args: neuron_selector}
+
+    Returns:
+        ``objective(output, layer_value)`` returning a tensor ``[N]`` (``[K,
+        N]`` for K selectors); use it with ``layer=`` in :func:`input_gradients`.
+
+    Example:
+        {digits}
+        >>> objective = fnattr.neuron_objective([0, 1])
+        >>> (g,) = fnattr.input_gradients(model, (x,), objective, layer=model.classifier[1])
+        >>> g.shape
+        torch.Size([2, 50, 1, 8, 8])
     """
     if isinstance(neuron_selector, Objective):
         return neuron_selector

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .types import Target
 from . import _budget, _normalize as N
 from ._functional import transforms_active
 from ._gauss import gauss_legendre
@@ -36,17 +37,18 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
     recently computed rules are cached (``QUADRATURE_CACHE`` of them).
 
     Args:
-        method: ``riemann_right``, ``riemann_left``, ``riemann_middle``,
-            ``riemann_trapezoid`` or ``gausslegendre``.
+        {args: method}
         n_steps: number of nodes (>= 2 for Riemann rules, >= 1 for Gauss-Legendre).
 
     Returns:
         ``(alphas, weights)``: two tuples of ``n_steps`` floats. The weights
         sum to 1, except ``riemann_trapezoid``'s (``1 - 1/n``, as in Captum).
 
-    >>> alphas, weights = quadrature("riemann_trapezoid", 3)
-    >>> alphas, weights
-    ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
+    Example:
+        >>> import fnattr
+        >>> alphas, weights = fnattr.quadrature("riemann_trapezoid", 3)
+        >>> alphas, weights
+        ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
     """
     key = N.check_method(method, n_steps)
     if key not in _QUADRATURE:  # computed eagerly: numpy and ``tolist`` do not trace
@@ -96,7 +98,7 @@ def path_average(
     alphas: Tensor | Sequence[float],
     weights: Tensor | Sequence[float],
     *,
-    target: Any = None,
+    target: Target = None,
     additional_forward_args: tuple = (),
     multiply_by_delta: bool = False,
     stacked: bool = False,
@@ -111,26 +113,23 @@ def path_average(
     (times ``x_s - b_s`` with ``multiply_by_delta``), where ``g`` is
     ``grad_fn`` evaluated on one expanded batch of path points (step-major
     rows, like Captum), so the model sees large batches and one backward.
-
     ``inputs``/``baselines`` entries are per example ``(N, ...)`` (shared by
     all points: deterministic quadrature) or per point ``(S, N, ...)``
-    (sampled paths); ``alphas`` is ``(S,)`` or ``(S, N)``. ``target`` and
-    tensor ``additional_forward_args`` with a batch dim are repeated along with
-    the points. ``internal_batch_size`` bounds the rows per forward (whole
-    steps at a time, or slices of examples within a step when it is below
-    ``N``): it changes memory, never the result.
+    (sampled paths); ``alphas`` is ``(S,)`` or ``(S, N)``.
 
     Args:
         grad_fn: ``grad_fn(points, target_rows, args_rows)`` -> tuple of per-row
             gradients (with a leading ``K`` when ``stacked``).
-        inputs, baselines: path ends and starts, one entry per input tensor.
-        alphas, weights: the path positions and their weights (see :func:`quadrature`).
-        target, additional_forward_args: per-example values repeated per row
-            (``target`` may be an :class:`Objective`: ``grad_fn`` then gets
-            ``target.rows(...)``).
+        inputs: path ends, a tuple with one tensor per input.
+        baselines: path starts, a tuple with one number or tensor per input.
+        alphas: the path positions (see :func:`quadrature`, :func:`sample_paths`).
+        weights: one weight per position.
+        target: per-example values, repeated for every point's row.
+        additional_forward_args: a tuple; tensors with a batch dim are repeated
+            for every point's row.
         multiply_by_delta: multiply each point's gradient by ``x - b``.
         stacked: ``grad_fn`` returns a leading ``K`` dim (many targets/neurons).
-        internal_batch_size: maximum rows per forward.
+        {args: internal_batch_size}
         reduce: if False, return the unweighted per-point values
             ``(S, N, ...)`` instead of their weighted sum (e.g. to compute a
             convergence delta per sample).
@@ -146,6 +145,19 @@ def path_average(
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
+
+    Example:
+        {digits}
+        >>> def grad_fn(points, target_rows, args_rows):  # integrated gradients by hand
+        ...     objective = fnattr.target_objective(target_rows)
+        ...     return fnattr.input_gradients(model, points, objective,
+        ...                                   additional_forward_args=args_rows)
+        >>> alphas, weights = fnattr.quadrature("gausslegendre", 16)
+        >>> (attr,) = fnattr.path_average(grad_fn, (x,), (0.0,), alphas, weights,
+        ...                               target=labels, multiply_by_delta=True)
+        >>> ig = fnattr.integrated_gradients(model, x, target=labels, n_steps=16)
+        >>> torch.allclose(attr, ig, atol=1e-6)
+        True
     """
     ref = next(t for t in inputs if isinstance(t, Tensor))
     N.check_floating(inputs)
@@ -302,15 +314,23 @@ def sample_paths(
     float32 and float64 inputs (reproducible per seed and dtype).
 
     Args:
-        inputs: tuple of ``(N, ...)`` tensors.
-        baselines: tuple of reference rows ``(B, ...)`` or numbers.
+        inputs: a tuple of ``(N, ...)`` tensors.
+        baselines: a tuple of reference rows ``(B, ...)`` or numbers, one per input.
         n_samples: samples per example ``S``.
-        stdevs: one noise standard deviation per input.
-        generator: the source of randomness.
+        stdevs: a tuple with one noise standard deviation per input.
+        {args: generator}
 
     Returns:
         ``ends`` (noisy inputs) and ``starts`` (drawn baselines), tuples of
         ``(S, N, ...)`` tensors, and ``alphas`` of shape ``(S, N)``.
+
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> ends, starts, alphas = fnattr.sample_paths((x,), (torch.zeros(4, 1, 8, 8),), 8,
+        ...                                            (0.1,), g)
+        >>> ends[0].shape, starts[0].shape, alphas.shape
+        (torch.Size([8, 50, 1, 8, 8]), torch.Size([8, 50, 1, 8, 8]), torch.Size([8, 50]))
     """
     n_samples = N.check_positive_int(n_samples, "n_samples")
     stdevs = N.format_stdevs(stdevs, len(inputs))

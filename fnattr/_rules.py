@@ -144,13 +144,53 @@ def _apply(name: str, x: Tensor) -> Tensor:
 def guided_relu(x: Tensor) -> Tensor:
     """ReLU whose backward passes ``relu(grad)`` where ``x > 0`` (guided backprop).
 
-    >>> torch.autograd.grad(guided_relu(x).sum(), x)   # ones where x > 0
+    The forward is ``relu(x)``; the backward gates the incoming gradient by the
+    input's sign *and* its own sign. Pass it to :func:`with_rule` to apply it to
+    every ReLU of a model, or call it directly in your own forward.
+
+    References:
+        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
+
+    Args:
+        x: a tensor of any shape.
+
+    Returns:
+        ``relu(x)``, with the guided backward.
+
+    Example:
+        >>> import torch, fnattr
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> (g,) = torch.autograd.grad(fnattr.guided_relu(x), x, torch.tensor([5.0, 5.0, -5.0]))
+        >>> g  # kept only where x > 0 and the incoming gradient > 0
+        tensor([0., 5., 0.])
     """
     return _apply("guided", x)
 
 
 def deconv_relu(x: Tensor) -> Tensor:
-    """ReLU whose backward passes ``relu(grad)`` whatever ``x`` (deconvolution)."""
+    """ReLU whose backward passes ``relu(grad)`` whatever ``x`` (deconvolution).
+
+    The forward is ``relu(x)``; the backward keeps the positive part of the
+    incoming gradient and ignores the input's sign. Pass it to
+    :func:`with_rule` to apply it to every ReLU of a model.
+
+    References:
+        Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901
+
+    Args:
+        x: a tensor of any shape.
+
+    Returns:
+        ``relu(x)``, with the deconvolution backward.
+
+    Example:
+        >>> import torch, fnattr
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> (g,) = torch.autograd.grad(fnattr.deconv_relu(x), x, torch.tensor([5.0, 5.0, -5.0]))
+        >>> g  # the positive part of the incoming gradient, whatever x
+        tensor([5., 5., 0.])
+    """
     return _apply("deconv", x)
 
 

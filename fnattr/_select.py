@@ -49,7 +49,13 @@ def each(targets: Any) -> Each:
     Returns:
         A marker to pass as ``target``.
 
-    >>> sal = fnattr.gradient(model, x, target=fnattr.each(range(10)))   # (10, *x.shape)
+    Example:
+        {digits}
+        >>> sal = fnattr.gradient(model, x, target=fnattr.each(range(10)))
+        >>> sal.shape  # one saliency map per class
+        torch.Size([10, 50, 1, 8, 8])
+        >>> torch.equal(sal[3], fnattr.gradient(model, x, target=3))
+        True
     """
     out = Each(targets)
     if not out.targets:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
+from .types import ForwardFunc, Layer, NeuronSelector, Target, TensorOrTuple
 from . import _normalize as N
 from ._boundary import attribution, boundary, draw_paths
 from ._engine import Site
@@ -69,12 +69,12 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, inputs: tuple, pat
 @attribution("inputs", path="sampled", delta=True, compat="GradientShap",
              draw=draw_paths, core=boundary(_gradient_shap, "inputs", path="sampled", delta=True))
 def gradient_shap(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
     baselines: Any,
     n_samples: int = 5,
     stdevs: float | tuple[float, ...] = 0.0,
-    target: N.TargetType = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     return_convergence_delta: bool = False,
     multiply_by_inputs: bool = True,
@@ -100,23 +100,25 @@ def gradient_shap(
         Predictions", https://arxiv.org/abs/1705.07874
 
     Args:
-        forward_func, inputs, target, additional_forward_args, create_graph,
-        internal_batch_size: see "Shared arguments".
-        baselines: reference rows (a tensor, a tuple, or a callable returning
-            them, called with ``inputs`` if it takes an argument).
-        n_samples: samples per example.
-        stdevs: noise standard deviation(s), one float or one per input.
+        {args: forward_func, inputs, baselines[sampled], n_samples, stdevs, target,
+        additional_forward_args}
         return_convergence_delta: also return ``sum(attr) - (f(x') - f(b))``
             per example and sample, example-major (``N * n_samples`` values).
-        multiply_by_inputs: multiply by ``x' - b`` (global attribution).
-        generator: the source of all randomness.
+        {args: multiply_by_inputs, generator, create_graph, internal_batch_size, memory_budget}
 
     Returns:
-        Attributions shaped like ``inputs`` (and the deltas).
+        Attributions shaped like ``inputs`` (a leading ``K`` for ``fnattr.each``
+        of K targets); with ``return_convergence_delta``, ``(attributions,
+        delta)`` with ``delta`` of shape ``[N * n_samples]``.
 
-    >>> g = torch.Generator().manual_seed(0)
-    >>> attr = gradient_shap(model, x, baselines=torch.zeros(8, 3, 32, 32), target=1,
-    ...                      n_samples=20, generator=g)
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> attr, delta = fnattr.gradient_shap(
+        ...     model, x, baselines=torch.zeros(4, 1, 8, 8), target=labels, n_samples=8,
+        ...     return_convergence_delta=True, generator=g)
+        >>> attr.shape, delta.shape
+        (torch.Size([50, 1, 8, 8]), torch.Size([400]))
     """
     paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
     return _gradient_shap(forward_func, inputs, paths, target, additional_forward_args,
@@ -128,10 +130,10 @@ def gradient_shap(
 @attribution("neuron", path="sampled", compat="NeuronGradientShap",
              draw=draw_paths, core=boundary(_neuron_gradient_shap, "neuron", path="sampled"))
 def neuron_gradient_shap(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     baselines: Any,
     n_samples: int = 5,
     stdevs: float | tuple[float, ...] = 0.0,
@@ -144,14 +146,31 @@ def neuron_gradient_shap(
     internal_batch_size: int | None = None,
     chunk_size: int | None = None,
     memory_budget: int | str | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
 
     Captum's ``NeuronGradientShap``. A list of selectors shares one set of
     draws, so slice ``k`` equals the single-selector call with the same seed.
 
-    >>> g = torch.Generator().manual_seed(0)
-    >>> attr = neuron_gradient_shap(model, model.fc1, x, (4,), torch.zeros(8, 10), generator=g)
+    References:
+        Lundberg & Lee, "A Unified Approach to Interpreting Model
+        Predictions", https://arxiv.org/abs/1705.07874
+
+    Args:
+        {args: forward_func, layer, inputs, neuron_selector, baselines[sampled], n_samples,
+        stdevs, additional_forward_args, attribute_to_neuron_input, multiply_by_inputs,
+        generator, create_graph, internal_batch_size, chunk_size, memory_budget}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
+
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> attr = fnattr.neuron_gradient_shap(model, "classifier.1", x, 3,
+        ...                                    torch.zeros(4, 1, 8, 8), generator=g)
+        >>> attr.shape
+        torch.Size([50, 1, 8, 8])
     """
     paths = sample_paths(inputs, baselines, n_samples, stdevs, generator)
     return _neuron_gradient_shap(forward_func, layer, inputs, paths, neuron_selector,

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .types import ForwardFunc
 from . import _engine, _normalize as N
 from ._engine import INPUTS, Site
 from ._functional import Functional, functional
@@ -33,12 +34,12 @@ __all__ = ["completeness_gap", "site_gradient", "input_gradients", "layer_gradie
 
 
 def input_gradients(
-    forward_func: Callable,
+    forward_func: ForwardFunc,
     inputs: Sequence[Tensor],
     objective: Callable,
     *,
     additional_forward_args: tuple = (),
-    layer: nn.Module | str | None = None,
+    layer: nn.Module | None = None,
     attribute_to_layer_input: bool = False,
     create_graph: bool = False,
     chunk_size: int | None = None,
@@ -48,28 +49,31 @@ def input_gradients(
     With ``layer`` given, ``objective`` reads that layer's output (or input,
     with ``attribute_to_layer_input``) instead of the model's output, and the
     forward stops at the layer when the model provably calls it once (a chain
-    of plain ``nn.Sequential`` containers; see ``fnattr._engine.runs_once``),
-    also for a model given as ``functional(model)`` or ``with_rule(model)``. A
-    ``(K, N)`` objective gives gradients with a leading ``K`` from one forward
-    and a vectorized backward (``chunk_size`` rows at a time).
+    of plain ``nn.Sequential`` containers). A ``[K, N]`` objective gives
+    gradients with a leading ``K`` from one forward and a vectorized backward
+    (``chunk_size`` rows at a time).
 
     Args:
-        forward_func: the model or any callable ``f(*inputs, *args)``.
-        inputs: a tuple of tensors, dim 0 = examples.
+        {args: forward_func}
+        inputs: a tuple of tensors ``[N, ...]`` (always a tuple here).
         objective: from :func:`target_objective`, :func:`neuron_objective`, or
             your own ``objective(output, layer_value) -> Tensor[N] | Tensor[K, N]``.
-        additional_forward_args: a tuple passed after the inputs.
-        layer: the layer whose value the objective reads, if any.
+        additional_forward_args: a tuple passed to the model after the inputs.
+        layer: the ``nn.Module`` whose value the objective reads, if any.
         attribute_to_layer_input: read the layer's input instead of its output.
         create_graph: keep the result differentiable.
         chunk_size: rows per vectorized backward over K (``None``: chosen from
-            the bytes the forward saves for fnattr's objectives, see
-            ``fnattr._engine._auto_chunk``; all K for your own callables).
+            the bytes the forward saves for fnattr's objectives; all K for your
+            own objectives unless you set ``objective.stacked = True``).
 
     Returns:
         A tuple of gradients shaped like ``inputs`` (with a leading ``K``).
 
-    >>> (g,) = input_gradients(model, (x,), target_objective(0))
+    Example:
+        {digits}
+        >>> (g,) = fnattr.input_gradients(model, (x,), fnattr.target_objective(labels))
+        >>> torch.equal(g, fnattr.gradient(model, x, target=labels))
+        True
     """
     N.check_floating(inputs)
     f = functional(forward_func, detach=not create_graph)
@@ -82,8 +86,8 @@ def input_gradients(
 
 
 def layer_gradients(
-    forward_func: Callable,
-    layer: nn.Module | str,
+    forward_func: ForwardFunc,
+    layer: nn.Module,
     inputs: Sequence[Tensor],
     objective: Callable,
     *,
@@ -99,14 +103,34 @@ def layer_gradients(
     The layer's output (or input) is tapped with a zero probe; the gradient
     with respect to the probe is returned, one tensor per tensor of the
     layer's value (Captum's tuple convention), with a leading ``K`` for a
-    ``(K, N)`` objective. With ``return_value`` the layer's value is returned
-    too, as ``(grads, value)`` (a copy taken when the layer ran). With
-    ``substitute`` (one tensor per tensor of the layer's value, same shapes)
-    the layer's value is *replaced* by those tensors at every call and the
-    gradient is taken at them: the inputs only drive the rest of the forward
-    and may be integer token ids (see :func:`fnattr.layer_integrated_gradients`).
+    ``[K, N]`` objective. With ``substitute`` (one tensor per tensor of the
+    layer's value, same shapes) the layer's value is *replaced* by those
+    tensors at every call and the gradient is taken at them: the inputs only
+    drive the rest of the forward and may be integer token ids (see
+    :func:`fnattr.layer_integrated_gradients`).
 
-    >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
+    Args:
+        {args: forward_func}
+        layer: the ``nn.Module`` whose value the gradient is taken at.
+        inputs: a tuple of tensors ``[N, ...]`` (always a tuple here).
+        objective: as in :func:`input_gradients`.
+        additional_forward_args: a tuple passed to the model after the inputs.
+        {args: attribute_to_layer_input, create_graph, chunk_size}
+        return_value: also return the layer's value (a copy taken when the
+            layer ran), as ``(grads, value)``.
+        substitute: tensors to put in place of the layer's value (``None``:
+            the value the layer computes).
+
+    Returns:
+        A tuple of gradients shaped like the layer's value (with a leading
+        ``K``); ``(grads, value)`` with ``return_value``.
+
+    Example:
+        {digits}
+        >>> layer = model.classifier[1]  # linear(256 -> 32)
+        >>> (g,) = fnattr.layer_gradients(model, layer, (x,), fnattr.target_objective(labels))
+        >>> g.shape
+        torch.Size([50, 32])
     """
     f = functional(forward_func, detach=not create_graph)
     site = Site(N.resolve_layer(f.root, layer), attribute_to_layer_input)
