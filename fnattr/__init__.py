@@ -18,6 +18,8 @@ from ._methods import (
     internal_influence,
     interpolate,
     layer_conductance,
+)
+from ._neuron import (
     neuron_deconvolution,
     neuron_gradient,
     neuron_guided_backprop,

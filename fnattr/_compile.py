@@ -51,7 +51,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import _methods, _shap, _lig  # noqa: F401  (they fill the catalog)
+from . import _methods, _neuron, _shap, _lig  # noqa: F401  (they fill the catalog)
 from . import _budget, _normalize as N
 from ._boundary import binder
 from ._catalog import Method, lookup

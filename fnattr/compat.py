@@ -30,7 +30,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from . import _lig, _methods as M, _shap  # noqa: F401  (_lig, _shap: their catalog entries)
+from . import _lig, _methods as M, _neuron, _shap  # noqa: F401  (their catalog entries)
 from ._catalog import CATALOG, Method
 from ._noise import noise_tunnel
 
