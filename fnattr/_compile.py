@@ -48,7 +48,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import _engine, _methods as M, _normalize as N
+from . import _budget, _engine, _methods as M, _normalize as N
 from ._catalog import lookup
 from ._transforms import quadrature
 
@@ -140,6 +140,7 @@ def compile(
     compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
 
     bind = _binder(method, 2 if needs_layer else 1)
+    lead = (forward_func, layer) if needs_layer else (forward_func,)
 
     def call(*args: Any, **kwargs: Any) -> Any:
         a = bind(args, kwargs)
@@ -149,9 +150,12 @@ def compile(
             a["neuron_selector"] = _selector_as_tensors(a["neuron_selector"])
         if "n_steps" in a:  # quadrature is computed eagerly (numpy does not trace)
             quadrature(a["method"], a["n_steps"] + (method is M.layer_conductance))
+        drawn = _draw_outside(entry, a) if core is not None else None
+        _plan_outside(a, drawn, lambda: core(*lead, *drawn) if core is not None
+                      else method(*lead, **a))
         with _engine.slots([layer] if needs_layer else []):
             if core is not None:
-                return compiled(*_draw_outside(entry, a))
+                return compiled(*_draw_outside(entry, a, drawn))
             return compiled(**a)
 
     call.__name__ = f"compiled_{method.__name__}"
@@ -191,13 +195,34 @@ def _binder(method: Callable, n_bound: int) -> Callable[[tuple, dict], dict]:
     return bind
 
 
-def _draw_outside(entry: Any, a: dict) -> tuple:
-    """Draws a sampled method's paths eagerly; returns its deterministic core's arguments."""
-    xs, was_tuple, paths = entry.draw(a)
+def _draw_outside(entry: Any, a: dict, drawn: tuple | None = None) -> tuple:
+    """Draws a sampled method's paths eagerly (or reuses ``drawn``, the draws of
+    an earlier call); returns its deterministic core's arguments."""
+    xs, was_tuple, paths = entry.draw(a) if drawn is None else drawn[:3]
     if not entry.needs_layer:
         return (xs, was_tuple, paths, a["target"], a["additional_forward_args"],
                 a["return_convergence_delta"], a["multiply_by_inputs"], a["create_graph"],
-                a["internal_batch_size"])
+                a["internal_batch_size"], a["memory_budget"])
     return (xs, was_tuple, paths, a["neuron_selector"], a["additional_forward_args"],
             a["attribute_to_neuron_input"], a["multiply_by_inputs"], a["create_graph"],
-            a["internal_batch_size"], a["chunk_size"])
+            a["internal_batch_size"], a["chunk_size"], a["memory_budget"])
+
+
+def _plan_outside(a: dict, drawn: tuple | None, eager: Callable[[], Any]) -> None:
+    """Resolves a memory budget (the call's or the context's) to an
+    ``internal_batch_size`` (and a neuron method's ``chunk_size``) eagerly,
+    before the compiled call: the split is a constant of the graph, so a new
+    split recompiles once and the probe never runs inside it."""
+    if "memory_budget" not in a:
+        return
+    budget = _budget.resolve(a["memory_budget"])
+    a["memory_budget"] = None  # nothing to parse inside the graph
+    if budget is None or a.get("internal_batch_size") is not None:
+        return
+    a["memory_budget"] = budget
+    rows, chunk = _budget.planned(eager)
+    a["memory_budget"] = None
+    if "internal_batch_size" in a:  # (gradient and neuron_gradient: the K chunk only)
+        a["internal_batch_size"] = rows
+    if chunk is not None and a.get("chunk_size", 0) is None:
+        a["chunk_size"] = chunk

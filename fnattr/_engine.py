@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from . import _normalize as N
+from . import _budget, _normalize as N
 
 __all__ = ["functional", "transforms_active", "gradients", "forward_at", "runs_once"]
 
@@ -510,10 +510,10 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
     an MLP, but 2-7x slower than small chunks on conv nets, whose vmapped
     backward spills out of cache."""
     budget = CHUNK_BUDGET_BYTES.get(device.type, CHUNK_BUDGET_BYTES["cuda"])
-    if saved_bytes <= 0:
-        return k
-    rows = budget // saved_bytes
-    return k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+    rows = k if saved_bytes <= 0 else budget // saved_bytes
+    step = k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+    cap = _budget.chunk_cap()  # a memory budget's K chunk (fnattr._budget)
+    return step if cap is None else max(1, min(step, cap))
 
 
 def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,

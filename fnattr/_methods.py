@@ -3,8 +3,8 @@
 Arguments shared by every method (``forward_func``, ``inputs``, ``target``,
 ``baselines``, ``additional_forward_args``, ``neuron_selector``, ``n_steps``,
 ``method``, ``internal_batch_size``, ``attribute_to_layer_input``,
-``create_graph``) are documented once, in :mod:`fnattr._normalize` and the
-README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
+``create_graph``, ``memory_budget``) are documented once, in :mod:`fnattr._normalize`
+and the README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _normalize as N
+from . import _budget, _normalize as N
 from ._catalog import register
 from ._engine import functional, transforms_active
 from ._rules import deconv_relu, guided_relu, with_rule
@@ -59,6 +59,7 @@ def neuron_gradient(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Gradient of one neuron of a layer with respect to the inputs.
 
@@ -85,6 +86,8 @@ def neuron_gradient(
         chunk_size: neurons per vectorized backward for a list of selectors
             (``None``: as many as keep that many copies of the saved
             activations under a per-device budget; all K on small models).
+        memory_budget: bytes (or ``"512MiB"``) for the K rows and examples
+            (see "Memory budget"; ``None``: the context's or automatic).
 
     Returns:
         Gradients shaped like ``inputs`` (a leading ``K`` for a list of K selectors).
@@ -93,14 +96,17 @@ def neuron_gradient(
     >>> g_many = neuron_gradient(model, "fc1", x, [(i,) for i in range(16)])  # (16, *x.shape)
     """
     xs, was_tuple = N.as_tuple(inputs)
-    grads = input_gradients(
-        forward_func, xs, neuron_objective(neuron_selector),
-        additional_forward_args=N.format_args(additional_forward_args),
-        layer=N.resolve_layer(forward_func, layer),
-        attribute_to_layer_input=attribute_to_neuron_input,
-        create_graph=create_graph, chunk_size=chunk_size,
-    )
-    return N.restore(grads, was_tuple)
+    layer = N.resolve_layer(forward_func, layer)
+
+    def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return input_gradients(forward_func, points, neuron_objective(neuron_selector),
+                               additional_forward_args=args_rows, layer=layer,
+                               attribute_to_layer_input=attribute_to_neuron_input,
+                               create_graph=create_graph, chunk_size=chunk_size)
+
+    args = N.format_args(additional_forward_args)
+    many = N.format_selectors(neuron_selector)[1]
+    return N.restore(_once(grad_at, xs, None, args, many, memory_budget), was_tuple)
 
 
 def internal_influence(
@@ -117,6 +123,7 @@ def internal_influence(
     *,
     create_graph: bool = False,
     grad_kwargs: dict | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Integral of the layer gradient along the straight path baseline -> input.
 
@@ -134,7 +141,7 @@ def internal_influence(
     Args:
         forward_func, layer, inputs, baselines, target, additional_forward_args,
         n_steps, method, internal_batch_size, attribute_to_layer_input,
-        create_graph: see "Shared arguments".
+        create_graph, memory_budget: see "Shared arguments".
         grad_kwargs: Captum's extra ``torch.autograd.grad`` arguments; only
             ``materialize_grads`` (which fnattr always applies) is accepted.
 
@@ -165,6 +172,7 @@ def internal_influence(
         grad_at, xs, bs, alphas, weights, target=target,
         additional_forward_args=N.format_args(additional_forward_args),
         stacked=isinstance(target, N.Each), internal_batch_size=internal_batch_size,
+        memory_budget=memory_budget,
     )
     return attrs if len(attrs) > 1 else attrs[0]
 
@@ -274,6 +282,7 @@ def gradient(
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Gradient of the target output with respect to the inputs (signed saliency).
 
@@ -284,11 +293,13 @@ def gradient(
     """
     xs, was_tuple = N.as_tuple(inputs)
     N.check_target(target, xs[0].shape[0])
-    grads = input_gradients(
-        forward_func, xs, target_objective(target),
-        additional_forward_args=N.format_args(additional_forward_args),
-        create_graph=create_graph,
-    )
+
+    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return input_gradients(forward_func, points, target_objective(target_rows),
+                               additional_forward_args=args_rows, create_graph=create_graph)
+
+    args = N.format_args(additional_forward_args)
+    grads = _once(grad_at, xs, target, args, isinstance(target, N.Each), memory_budget)
     return N.restore(grads, was_tuple)
 
 
@@ -413,6 +424,7 @@ def gradient_shap(
     generator: torch.Generator | None = None,
     create_graph: bool = False,
     internal_batch_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Expected gradient over random points on random paths (GradientSHAP).
 
@@ -455,13 +467,13 @@ def gradient_shap(
     xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
     return _gradient_shap(forward_func, xs, was_tuple, paths, target, additional_forward_args,
                           return_convergence_delta, multiply_by_inputs, create_graph,
-                          internal_batch_size)
+                          internal_batch_size, memory_budget)
 
 
 def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tuple,
                    target: Any, additional_forward_args: Any, return_convergence_delta: bool,
                    multiply_by_inputs: bool, create_graph: bool,
-                   internal_batch_size: int | None) -> Any:
+                   internal_batch_size: int | None, memory_budget: Any = None) -> Any:
     """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
     ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
     alphas = paths[2]
@@ -478,7 +490,8 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
                               target=target, additional_forward_args=args,
                               multiply_by_delta=multiply_by_inputs, stacked=many,
                               internal_batch_size=_batch(internal_batch_size), reduce=False,
-                              convex=True)
+                              convex=True,
+                              memory_budget=memory_budget)
     attrs = N.restore([p.mean(int(many)) for p in per_sample], was_tuple)
     if not return_convergence_delta:
         return attrs
@@ -512,6 +525,7 @@ def neuron_gradient_shap(
     create_graph: bool = False,
     internal_batch_size: int | None = None,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
 
@@ -531,14 +545,14 @@ def neuron_gradient_shap(
     return _neuron_gradient_shap(forward_func, layer, xs, was_tuple, paths, neuron_selector,
                                  additional_forward_args, attribute_to_neuron_input,
                                  multiply_by_inputs, create_graph, internal_batch_size,
-                                 chunk_size)
+                                 chunk_size, memory_budget)
 
 
 def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tuple: bool,
                           paths: tuple, neuron_selector: Any, additional_forward_args: Any,
                           attribute_to_neuron_input: bool, multiply_by_inputs: bool,
                           create_graph: bool, internal_batch_size: int | None,
-                          chunk_size: int | None) -> N.TensorOrTuple:
+                          chunk_size: int | None, memory_budget: Any = None) -> N.TensorOrTuple:
     """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
     ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
     alphas = paths[2]
@@ -555,7 +569,8 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tup
     attrs = path_average(grad_at, ends, starts, alphas, [1.0 / n_samples] * n_samples,
                          additional_forward_args=N.format_args(additional_forward_args),
                          multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size), convex=True)
+                         internal_batch_size=_batch(internal_batch_size), convex=True,
+                         memory_budget=memory_budget)
     return N.restore(attrs, was_tuple)
 
 
@@ -572,6 +587,7 @@ def integrated_gradients(
     multiply_by_inputs: bool = True,
     *,
     create_graph: bool = False,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Path integral of the input gradient times ``input - baseline``.
 
@@ -599,7 +615,8 @@ def integrated_gradients(
     many = isinstance(target, N.Each)
     attrs = path_average(grad_at, xs, bs, alphas, weights, target=target,
                          additional_forward_args=args, multiply_by_delta=multiply_by_inputs,
-                         stacked=many, internal_batch_size=_batch(internal_batch_size))
+                         stacked=many, internal_batch_size=_batch(internal_batch_size),
+                         memory_budget=memory_budget)
     out = N.restore(attrs, was_tuple)
     if not return_convergence_delta:
         return out
@@ -625,6 +642,7 @@ def neuron_integrated_gradients(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> N.TensorOrTuple:
     """Integrated gradients of a neuron (Captum's ``NeuronIntegratedGradients``).
 
@@ -649,7 +667,8 @@ def neuron_integrated_gradients(
     attrs = path_average(grad_at, xs, bs, alphas, weights,
                          additional_forward_args=N.format_args(additional_forward_args),
                          multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size))
+                         internal_batch_size=_batch(internal_batch_size),
+                         memory_budget=memory_budget)
     return N.restore(attrs, was_tuple)
 
 
@@ -668,6 +687,7 @@ def layer_conductance(
     *,
     create_graph: bool = False,
     grad_kwargs: dict | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
 
@@ -703,13 +723,18 @@ def layer_conductance(
 
     per_point = path_average(grad_and_value, xs, bs, alphas, [1.0] * len(alphas),
                              target=target, additional_forward_args=args, stacked=many,
-                             internal_batch_size=_batch(internal_batch_size), reduce=False)
+                             internal_batch_size=_batch(internal_batch_size), reduce=False,
+                              memory_budget=memory_budget)
     half = len(per_point) // 2
     step = (slice(None),) * int(many)  # the path axis follows the optional K axis
+    # One temporary the size of a layer value per point (the differences,
+    # multiplied in place where no transform or graph needs them kept).
+    inplace = not (create_graph or transforms_active())
     attrs = tuple(
-        (g[(*step, slice(None, -1))] * (v[(*step, slice(1, None))] - v[(*step, slice(None, -1))]))
+        (d.mul_(g[(*step, slice(None, -1))]) if inplace else d * g[(*step, slice(None, -1))])
         .sum(int(many))
-        for g, v in zip(per_point[:half], per_point[half:]))
+        for g, d in ((g, torch.diff(v, dim=int(many)))
+                     for g, v in zip(per_point[:half], per_point[half:])))
     out = attrs if len(attrs) > 1 else attrs[0]
     if not return_convergence_delta:
         return out
@@ -726,6 +751,19 @@ def layer_conductance(
         return total - (f_end - f_start)
 
     return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
+
+
+def _once(grad_at: Callable, xs: tuple, target: Any, args: tuple, many: bool,
+          memory_budget: Any) -> tuple[Tensor, ...]:
+    """``grad_at`` at the inputs themselves; under a memory budget (or on CUDA)
+    as a one-point path (``0 + 1 * x`` is ``x`` exactly), so that the planner
+    splits the examples and the K rows like every expanded method's."""
+    if transforms_active() or (_budget.resolve(memory_budget) is None
+                               and xs[0].device.type != "cuda"):
+        return grad_at(xs, target, args)
+    return path_average(grad_at, xs, (0.0,) * len(xs), [1.0], [1.0], target=target,
+                        additional_forward_args=args, stacked=many,
+                        memory_budget=memory_budget)
 
 
 def _constants(tensors: tuple, create_graph: bool) -> tuple:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import _engine, _normalize as N
+from . import _budget, _engine, _normalize as N
 from ._gauss import gauss_legendre
 
 __all__ = [
@@ -299,6 +299,7 @@ def path_average(
     internal_batch_size: int | None = None,
     reduce: bool = True,
     convex: bool = False,
+    memory_budget: int | str | None = None,
 ) -> tuple[Tensor, ...]:
     """Weighted average of a gradient function over points on straight paths.
 
@@ -332,6 +333,10 @@ def path_average(
             integrated gradients, conductance and internal influence). The two
             differ by rounding (~1e-7 in float32), enough to flip a ReLU or
             max-pool kink.
+        memory_budget: bytes (or ``"512MiB"``) the call's working memory may
+            use when ``internal_batch_size`` is None: the block size (and the K
+            chunk) come from a probe of two rows (see ``fnattr._budget``).
+            ``None``: the :func:`fnattr.memory_budget` context's, else automatic.
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
@@ -347,16 +352,9 @@ def path_average(
     s = alphas.shape[0]
     per_point = alphas.dim() == 2
     n = ref.shape[1] if per_point else ref.shape[0]
-    if internal_batch_size is None or internal_batch_size >= s * n:
-        blocks = [(0, s, 0, n)]
-    elif internal_batch_size >= n:
-        steps = internal_batch_size // n
-        blocks = [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
-    else:
-        blocks = [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
-                  for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
-    total: list[Tensor] | None = None
-    for s0, s1, n0, n1 in blocks:
+
+    def run(block: tuple[int, int, int, int]) -> list[Tensor]:
+        s0, s1, n0, n1 = block
         a = alphas[s0:s1] if not per_point else alphas[s0:s1, n0:n1]
         ends = [_block(x, s0, s1, n0, n1, per_point) for x in inputs]
         starts = [_block(b, s0, s1, n0, n1, per_point) for b in baselines]
@@ -364,11 +362,24 @@ def path_average(
                        for x, b in zip(ends, starts))
         args = tuple(_arg_rows(t, n0, n1, s1 - s0, n) for t in additional_forward_args)
         grads = grad_fn(points, _target_rows(target, n0, n1, s1 - s0, n), args)
-        part = _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
+        return _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
                              multiply_by_delta, stacked, reduce)
-        if len(blocks) == 1:
-            return tuple(part)
-        total = _accumulate(total, part, (s0, s1, n0, n1), (s, n), stacked, reduce)
+
+    chunk = None
+    if internal_batch_size is None:
+        internal_batch_size, chunk = _budget.path_plan(
+            run, grad_fn, memory_budget, inputs, baselines, alphas, target,
+            additional_forward_args, (stacked, multiply_by_delta, reduce))
+    elif not _engine.transforms_active():
+        _budget.parse(memory_budget)  # checked even where internal_batch_size wins
+    blocks = _blocks(internal_batch_size, s, n)
+    if len(blocks) == 1:
+        with _budget.chunk_limit(chunk):
+            return tuple(run(blocks[0]))
+    total: list[Tensor] | None = None
+    with _budget.chunk_limit(chunk):
+        for block in blocks:
+            total = _accumulate(total, run(block), block, (s, n), stacked, reduce)
     return tuple(total)
 
 
@@ -394,6 +405,18 @@ def _reduce_block(grads, w, ends, starts, sizes, multiply_by_delta, stacked, red
                     if not stacked else torch.einsum("s,ks...->k...", w.to(g.dtype), g)
             part.append(g)
     return part
+
+
+def _blocks(internal_batch_size: int | None, s: int, n: int) -> list[tuple[int, int, int, int]]:
+    """``(s0, s1, n0, n1)`` blocks of at most ``internal_batch_size`` rows: whole
+    steps at a time, or slices of examples within a step when it is below ``n``."""
+    if internal_batch_size is None or internal_batch_size >= s * n:
+        return [(0, s, 0, n)]
+    if internal_batch_size >= n:
+        steps = internal_batch_size // n
+        return [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
+    return [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
+            for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
 
 
 def _block(t: Any, s0: int, s1: int, n0: int, n1: int, per_point: bool) -> Any:
@@ -430,6 +453,9 @@ def _accumulate(total, part, block, sizes, stacked, reduce):
 
 
 def _put(t: Tensor, index: tuple, p: Tensor) -> Tensor:
+    if not (t.requires_grad or p.requires_grad or _engine.transforms_active()):
+        t[index] += p  # in place: no second copy of the result per block
+        return t
     t = t.clone()  # out of place: the accumulation stays differentiable
     t[index] = t[index] + p
     return t
