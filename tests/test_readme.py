@@ -180,8 +180,17 @@ def _run_transcript(block: Block) -> None:
     assert code == 2 if "error:" in expected else code == 0
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a loaded 2-core CI machine oversubscribed threads cost up to 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("chain", _params())
-def test_readme_block_runs_as_written(chain, tmp_path, monkeypatch):
+def test_readme_block_runs_as_written(chain, tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     first = chain[0]
     if first.lang in SHELL:
@@ -605,3 +614,15 @@ def test_files_and_tests_the_readme_names_exist():
 def test_fnattr_bench_says_where_the_benchmarks_are():
     code, output = _cli(["bench"])
     assert code == 2 and "python -m benchmarks.run" in output
+
+
+def _check_memory_budget(ns):
+    model, x = ns["model"], ns["x"]
+    # "the result does not depend on the split"
+    _close(ns["attr"], fnattr.layer_conductance(model, "features.2", x, target=3, n_steps=200,
+                                                internal_batch_size=len(x) * 200))
+    with pytest.raises(ValueError, match="memory_budget"):  # "a budget too small for one row"
+        fnattr.integrated_gradients(model, x, target=3, memory_budget=1)
+
+
+CHECKS['with fnattr.memory_budget("2GiB")'] = _check_memory_budget
