@@ -626,3 +626,30 @@ def _check_memory_budget(ns):
 
 
 CHECKS['with fnattr.memory_budget("2GiB")'] = _check_memory_budget
+
+
+def test_digits_sanity_check_table_is_what_the_script_computes(one_thread):
+    """The "Digits CNN" table (and the ssim / spearman_abs sentence) of fnattr.metrics."""
+    import runpy
+
+    from fnattr.data import load_digits_examples, load_digits_model
+
+    script = runpy.run_path(str(ROOT / "scripts" / "sanity_check.py"))
+    model, (x, y) = load_digits_model(), load_digits_examples()
+    text = _section("Evaluating attributions").split("Digits CNN")[1]
+    rows = _table(text)[:3]
+    spearman = script["sanity"](model, x, y, "spearman")
+    for (name, *cells), sims in zip(rows, spearman.values()):
+        assert cells == [f"{s.mean():+.2f}" for s in sims.values()], name
+    ssim = script["sanity"](model, x, y, "ssim")
+    for name in spearman:
+        for a, b in zip(spearman[name].values(), ssim[name].values()):
+            assert abs(a.mean() - b.mean()) <= 0.05, (name, "ssim")  # "the same to +-0.05"
+    absolute = script["sanity"](model, x, y, "spearman_abs")
+    prose = " ".join(text.split())
+    ig = [f"{s.mean():.2f}" for s in absolute["integrated gradients"].values()]
+    assert f"integrated gradients stays at {ig[-1]}" in prose and len(set(ig)) == 1, ig
+    for name, word in (("gradient", "gradient drops to"), ("guided backprop", "guided backprop to")):
+        values = [float(s.mean()) for s in absolute[name].values()]
+        low, high = re.search(rf"{word} (\d\.\d+)-(\d\.\d+)", prose).groups()
+        assert (float(low), float(high)) == (round(min(values), 2), round(max(values), 2)), name
