@@ -84,3 +84,13 @@ __all__ = [
     "transforms_active",
     "with_rule",
 ]
+
+# Shared argument texts rendered into the docstrings, annotations resolved (fnattr._docs).
+from ._docs import render_public as _render_public  # noqa: E402
+
+from . import dataset as _dataset  # noqa: E402
+
+_render_public(globals(), __all__)
+_render_public(vars(metrics), metrics.__all__)
+_render_public(vars(_dataset), _dataset.__all__)
+del _render_public, _dataset

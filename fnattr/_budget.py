@@ -105,8 +105,13 @@ class memory_budget:
     Returns:
         The context manager.
 
-    >>> with fnattr.memory_budget("256MiB"):
-    ...     attr = fnattr.integrated_gradients(model, x, target=0, n_steps=200)
+    Example:
+        {digits}
+        >>> with fnattr.memory_budget("64MiB"):  # the default of the calls inside
+        ...     attr = fnattr.integrated_gradients(model, x, target=labels, n_steps=16)
+        >>> torch.allclose(attr, fnattr.integrated_gradients(model, x, target=labels,
+        ...                                                  n_steps=16), atol=1e-5)
+        True
     """
 
     def __init__(self, budget: int | str | None) -> None:

@@ -96,22 +96,30 @@ def compile(
     ``forward_func`` and ``layer``) and gives the same numbers as the eager
     method (to float tolerance: inductor may reorder reductions, ~1e-6
     relative in float32). Compilation happens on the first call and again
-    when the shapes change (see the module docs); keep one compiled function
-    per model and reuse it. Pass ``target``/neuron indices freely: ints are
-    turned into tensors so new values do not recompile.
+    when the shapes change (see :mod:`fnattr._compile`); keep one compiled
+    function per model and reuse it. Pass ``target``/neuron indices freely:
+    ints are turned into tensors so new values do not recompile.
 
     Args:
         method: one of fnattr's methods, e.g. ``fnattr.internal_influence``.
-        forward_func: the model or callable.
-        layer: the layer, for layer and neuron methods.
-        dynamic, mode, fullgraph: passed to ``torch.compile``.
+        {args: forward_func}
+        layer: the layer (an ``nn.Module`` or its dotted name), for layer and
+            neuron methods; ``None`` for the others.
+        dynamic: passed to ``torch.compile`` (``None``: static first, dynamic
+            after a shape change).
+        mode: passed to ``torch.compile`` (e.g. ``"reduce-overhead"``).
+        fullgraph: passed to ``torch.compile``.
 
     Returns:
-        ``compiled(inputs, *args, **kwargs)`` with ``method``'s remaining signature.
+        ``compiled(inputs, *args, **kwargs)`` with ``method``'s remaining
+        signature and result.
 
-    >>> ii = fnattr.compile(fnattr.internal_influence, model, model.conv2)
-    >>> attr = ii(x, target=3, n_steps=50)          # compiles
-    >>> attr = ii(x, target=5, n_steps=50)          # reuses the graph
+    Example:
+        {digits}
+        >>> saliency = fnattr.compile(fnattr.gradient, model)
+        >>> attr = saliency(x, target=labels)  # compiles (seconds)
+        >>> torch.allclose(attr, fnattr.gradient(model, x, target=labels), atol=1e-5)
+        True
     """
     entry = lookup(method)
     if entry is None:

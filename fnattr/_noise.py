@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import _budget, _normalize as N
 from ._catalog import lookup
+from .types import TensorOrTuple
 
 __all__ = ["noise_tunnel"]
 
@@ -28,7 +29,7 @@ NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 def noise_tunnel(
     attribution_fn: Callable,
-    inputs: N.TensorOrTuple | None = None,
+    inputs: TensorOrTuple | None = None,
     *,
     nt_type: str = "smoothgrad",
     nt_samples: int = 5,
@@ -61,7 +62,8 @@ def noise_tunnel(
     Args:
         attribution_fn: ``f(inputs, **kwargs)`` returning attributions with one
             row per input row (and the deltas with ``return_convergence_delta``).
-        inputs: a Tensor or a tuple of floating-point Tensors (dim 0 = examples).
+        inputs: a tensor ``[N, ...]`` or a tuple of floating-point tensors sharing
+            dim 0; ``None`` returns the transform ``f(inputs, **kwargs)``.
         nt_type: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean of squares)
             or ``"vargrad"`` (variance) of the noisy attributions.
         nt_samples: noisy copies per example.
@@ -69,21 +71,30 @@ def noise_tunnel(
         nt_samples_batch_size: copies per example in one call (``None``: all).
         draw_baseline_from_distrib: draw each copy's baseline row at random
             from ``kwargs["baselines"]`` (a set of reference rows).
-        generator: the source of all randomness.
+        {args: generator}
         memory_budget: bytes (or ``"512MiB"``) the call may use: with
             ``nt_samples_batch_size=None`` the copies per call are chosen from a
             probe of two copies, and the wrapped method runs under the same
             budget (see :func:`fnattr.memory_budget`); ``None``: the context's,
             else automatic (on CPU: all copies in one call).
+        **kwargs: passed on to ``attribution_fn``.
 
     Returns:
         What ``attribution_fn`` returns, reduced over the copies; with
         ``return_convergence_delta=True`` also the ``(N * nt_samples,)`` deltas.
 
-    >>> sg = noise_tunnel(functools.partial(fnattr.gradient, model), x, target=3,
-    ...                   nt_samples=10, stdevs=0.1, generator=torch.Generator().manual_seed(0))
-    >>> smooth_ig = noise_tunnel(functools.partial(fnattr.integrated_gradients, model),
-    ...                          nt_type="vargrad")   # a transform: smooth_ig(x, target=3)
+    Example:
+        {digits}
+        >>> import functools
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sg = fnattr.noise_tunnel(functools.partial(fnattr.gradient, model), x,
+        ...                          target=labels, nt_samples=10, stdevs=0.1, generator=g)
+        >>> sg.shape
+        torch.Size([50, 1, 8, 8])
+        >>> vargrad_ig = fnattr.noise_tunnel(  # without inputs: a transform
+        ...     functools.partial(fnattr.integrated_gradients, model), nt_type="vargrad")
+        >>> vargrad_ig(x, target=labels, n_steps=8).shape
+        torch.Size([50, 1, 8, 8])
     """
     settings = dict(nt_type=nt_type, nt_samples=nt_samples, stdevs=stdevs,
                     nt_samples_batch_size=nt_samples_batch_size,
