@@ -251,3 +251,17 @@ def test_digits_sanity_check_table_is_what_the_script_computes(one_thread):
         values = [float(s.mean()) for s in absolute[name].values()]
         low, high = re.search(rf"{word} (\d\.\d+)-(\d\.\d+)", prose).groups()
         assert (float(low), float(high)) == (round(min(values), 2), round(max(values), 2)), name
+
+
+def test_shared_argument_types_are_public_and_typed():
+    """ "The argument types have public names in `fnattr.types` (...), and fnattr ships
+    `py.typed`." """
+    import fnattr.types
+
+    prose = _section("Shared arguments").split("- `forward_func`")[0]
+    names = re.findall(r"`(\w+)`", prose.split("fnattr.types")[1].split(")")[0])
+    assert len(names) >= 6
+    for name in names:
+        assert hasattr(fnattr.types, name), name
+    assert (ROOT / "fnattr" / "py.typed").exists()
+    assert '"fnattr" = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
