@@ -265,3 +265,15 @@ def test_shared_argument_types_are_public_and_typed():
         assert hasattr(fnattr.types, name), name
     assert (ROOT / "fnattr" / "py.typed").exists()
     assert '"fnattr" = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="the memory_budget probe runs torch.profiler, whose C++ "
+                   "side prints 'USDT: ... profiler_start' / 'profiler_stop' on stderr (torch "
+                   "2.13); reported to the lead, not fixed here (fnattr/_budget.py)")
+def test_a_memory_budget_call_prints_nothing(capfd):
+    from fnattr.data import load_digits_examples, load_digits_model
+
+    model, (x, _) = load_digits_model(), load_digits_examples()
+    capfd.readouterr()
+    fnattr.integrated_gradients(model, x[:2], target=3, n_steps=8, memory_budget="64MiB")
+    assert capfd.readouterr() == ("", "")
