@@ -277,3 +277,14 @@ def test_a_memory_budget_call_prints_nothing(capfd):
     capfd.readouterr()
     fnattr.integrated_gradients(model, x[:2], target=3, n_steps=8, memory_budget="64MiB")
     assert capfd.readouterr() == ("", "")
+
+
+def test_numbers_quoted_from_other_documents():
+    """The digits model's accuracy (fnattr/data/README.md) and the rule twin's cost (DESIGN)."""
+    data = (ROOT / "fnattr" / "data" / "README.md").read_text()
+    accuracy = float(re.search(r"Test accuracy: \*\*([\d.]+)\*\*", data).group(1))
+    assert f"**{100 * accuracy:.1f} % test accuracy**" in README
+    twin = r"twin runs: under half the per-call cost, (\d+) vs (\d+) us"
+    new, old = re.search(twin, README).groups()
+    assert f"({old} vs {new} us per call)" in (ROOT / "docs" / "DESIGN.md").read_text()
+    assert int(new) < int(old) / 2
