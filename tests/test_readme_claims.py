@@ -267,9 +267,6 @@ def test_shared_argument_types_are_public_and_typed():
     assert '"fnattr" = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="the memory_budget probe runs torch.profiler, whose C++ "
-                   "side prints 'USDT: ... profiler_start' / 'profiler_stop' on stderr (torch "
-                   "2.13); reported to the lead, not fixed here (fnattr/_budget.py)")
 def test_a_memory_budget_call_prints_nothing(capfd):
     from fnattr.data import load_digits_examples, load_digits_model
 
