@@ -4,7 +4,7 @@
 graph for the parameters unless ``detach=False``, leave the model as it was
 (also when the forward raises), and work under ``torch.func`` transforms.
 The early stop at a layer is in ``test_engine_early_stop.py``; plain vs.
-functional mode for every method in ``test_variants.py``.
+functional mode for every method in ``test_methods_variants.py``.
 """
 
 from __future__ import annotations

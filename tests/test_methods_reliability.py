@@ -1,6 +1,6 @@
 """Findings of the fuzzing pass (issue 13) and Captum-parity gaps (issue 12) that
-are behaviour, not argument errors (those are in test_errors.py, state after
-faults in test_state.py): threads sharing a model, tensor targets and indices,
+are behaviour, not argument errors (those are in test_normalize_errors.py, state after
+faults in test_methods_state.py): threads sharing a model, tensor targets and indices,
 autocast, empty batches, inference tensors, Gauss-Legendre nodes for large
 ``n_steps``, gradient SHAP points built as Captum builds them, generator state
 after a refused call, and ``grad_kwargs``.
