@@ -3,11 +3,13 @@
 ``functional(model)`` must compute exactly what the model computes, record no
 graph for the parameters unless ``detach=False``, leave the model as it was
 (also when the forward raises), and work under ``torch.func`` transforms.
-The early stop at a layer is in ``test_engine_early_stop.py``; plain vs.
+Threads sharing one model get single-thread results. The early stop at a layer is in ``test_engine_early_stop.py``; plain vs.
 functional mode for every method in ``test_methods_variants.py``.
 """
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 import torch
@@ -18,6 +20,11 @@ import fnattr
 
 from ._reference import assert_same
 from .conftest import MLP
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return MLP().eval(), torch.randn(5, 6)
 
 
 def test_functional_computes_what_the_model_computes(mlp):
@@ -106,3 +113,52 @@ def test_functional_is_what_methods_differentiate():
     x = torch.randn(3, 6)
     (got,) = fnattr.input_gradients(fnattr.functional(model), (x,), fnattr.target_objective(1))
     assert_same(got, fnattr.gradient(model, x, target=1), atol=0, rtol=0)
+
+
+def test_threads_sharing_a_model_get_single_thread_results():
+    model, x = _mlp()
+    calls = {
+        "internal_influence": lambda: fnattr.internal_influence(model, model.fc1, x, target=1,
+                                                                n_steps=8),
+        "neuron_gradient": lambda: fnattr.neuron_gradient(model, model.fc2, x, [2, 3]),
+    }
+    reference = {k: f() for k, f in calls.items()}
+    failures: list = []
+    start = threading.Barrier(4)
+
+    def work(i: int) -> None:
+        start.wait()
+        for j in range(25):
+            name = list(calls)[(i + j) % 2]
+            try:
+                ok = torch.equal(calls[name](), reference[name])
+            except Exception as e:  # a false "layer was not called", say
+                ok = repr(e)
+            if ok is not True:
+                failures.append((i, j, name, ok))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert all(p.requires_grad for p in model.parameters())  # the live parameters are back
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_tap_lets_another_threads_forward_through():
+    # A hook of a call in flight in one thread leaves another thread's plain
+    # forward through the same module untouched.
+    model, x = _mlp()
+    expected = model(x)
+    seen = []
+
+    def selector(value):
+        t = threading.Thread(target=lambda: seen.append(model(x)))
+        t.start()
+        t.join()
+        return value[:, 0]
+
+    fnattr.neuron_gradient(model, model.fc1, x, selector)
+    assert_same(seen[0], expected, atol=0, rtol=0)

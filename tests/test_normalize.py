@@ -4,7 +4,8 @@ Each of Captum's argument forms must mean what the naive reading says: a
 ``target`` form picks the same numbers as indexing the output by hand; the
 baseline forms equal the explicit full baseline; a tensor and a 1-tuple of it
 give the same numbers in the form they came in; a non-tuple
-``additional_forward_args`` is one argument. Bad arguments are in
+``additional_forward_args`` is one argument; tensor targets and neuron
+indices mean what ints mean (issues 12, 13). Bad arguments are in
 ``test_normalize_errors.py``.
 """
 
@@ -15,10 +16,15 @@ import torch
 
 import fnattr
 
-from ._reference import OneOut, Out3D, assert_same
-from .conftest import MLP, MultiInput
+from ._reference import OneOut, Out3D, assert_same, quiet
+from .conftest import MLP, ConvNet, MultiInput
 
 N = 4
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return MLP().eval(), torch.randn(5, 6)
 
 
 def _rows(t):
@@ -113,3 +119,53 @@ def test_neuron_selector_forms():
     assert_same(many[0], one)
     assert_same(many[1], fnattr.neuron_gradient(model, model.fc2, x, 5))
     assert_same(many[2], fnattr.neuron_gradient(model, model.fc2, x, 1))
+
+
+def test_tensor_targets_mean_what_ints_mean():
+    model, x = _mlp()
+    ii = lambda t: fnattr.internal_influence(model, model.fc2, x, target=t, n_steps=3)
+    assert_same(ii(torch.tensor(-1)), ii(3), atol=0, rtol=0)
+    assert_same(ii(torch.tensor(2, dtype=torch.int32)), ii(2), atol=0, rtol=0)
+    # 12.2: a one-element tensor is that class for every example, as in Captum
+    assert_same(ii(torch.tensor([2])), ii(2), atol=0, rtol=0)
+    assert_same(fnattr.gradient(model, x, torch.tensor([2])), fnattr.gradient(model, x, 2))
+    # negative per-example targets index from the end, as a negative int does
+    assert_same(ii([-1, 0, -4, 1, -2]), ii([3, 0, 0, 1, 2]), atol=0, rtol=0)
+    assert_same(ii(torch.tensor([-1, 0, -4, 1, -2])), ii([3, 0, 0, 1, 2]), atol=0, rtol=0)
+
+
+def test_one_element_tensor_target_matches_captum():
+    from captum.attr import IntegratedGradients
+
+    model, x = _mlp()
+    with quiet():
+        expected = IntegratedGradients(model).attribute(x, target=torch.tensor([2]), n_steps=5)
+    ours = fnattr.integrated_gradients(model, x, target=torch.tensor([2]), n_steps=5)
+    assert_same(ours, expected)
+    g = torch.Generator().manual_seed(0)
+    shap = fnattr.gradient_shap(model, x, torch.zeros(2, 6), target=torch.tensor([2]),
+                                return_convergence_delta=True, generator=g)
+    g = torch.Generator().manual_seed(0)
+    assert_same(shap[0], fnattr.gradient_shap(model, x, torch.zeros(2, 6), target=2,
+                                              generator=g))
+
+
+def test_tensor_neuron_indices_mean_what_ints_mean():
+    torch.manual_seed(0)
+    model, img = ConvNet().eval(), torch.randn(2, 3, 8, 8)
+    ng = lambda s: fnattr.neuron_gradient(model, model.conv2, img, s)
+    t = torch.tensor
+    assert_same(ng((t(1), t(-1), t(0))), ng((1, 3, 0)), atol=0, rtol=0)
+    assert_same(ng([(t(1), t(2), t(0)), (0, 1, 1)]), ng([(1, 2, 0), (0, 1, 1)]), atol=0,
+                rtol=0)
+
+
+def test_callable_selector_returning_n_by_1_matches_captum():
+    from captum.attr import NeuronGradient
+
+    model, x = _mlp()
+    selector = lambda v: v[:, 2:3] * v[:, 3:4]  # shape (N, 1)
+    with quiet():
+        expected = NeuronGradient(model, model.fc1).attribute(x, selector)
+    assert_same(fnattr.neuron_gradient(model, model.fc1, x, selector), expected)
+    assert_same(fnattr.neuron_gradient(model, model.fc1, x, [selector, 1])[0], expected)
