@@ -28,7 +28,7 @@ SAMPLED = {e.name for e in ENTRIES if e.path == "sampled"}
 class Setting:
     """What one test context uses for every method: layer, explained output, path."""
 
-    layer: str  # dotted name: the same setting serves fresh model instances
+    layer: Any  # a dotted name serves fresh model instances; a module one model
     target: Any = 1
     neuron: Any = (1,)
     n_steps: int = 6
