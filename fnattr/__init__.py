@@ -4,6 +4,7 @@ Named methods are short compositions of the public transforms re-exported
 here; see the README for the composable core.
 """
 
+from ._budget import memory_budget
 from ._compile import compile
 from .dataset import attribute_dataset, open_attributions
 from ._engine import functional, transforms_active
@@ -64,6 +65,8 @@ __all__ = [
     "layer_conductance",
     "layer_gradients",
     "layer_integrated_gradients",
+
+    "memory_budget",
     "neuron_deconvolution",
     "neuron_gradient",
     "neuron_gradient_shap",
@@ -71,7 +74,6 @@ __all__ = [
     "neuron_integrated_gradients",
     "neuron_objective",
     "noise_tunnel",
-
     "open_attributions",
     "path_average",
     "quadrature",
@@ -82,3 +84,13 @@ __all__ = [
     "transforms_active",
     "with_rule",
 ]
+
+# Shared argument texts rendered into the docstrings, annotations resolved (fnattr._docs).
+from ._docs import render_public as _render_public  # noqa: E402
+
+from . import dataset as _dataset  # noqa: E402
+
+_render_public(globals(), __all__)
+_render_public(vars(metrics), metrics.__all__)
+_render_public(vars(_dataset), _dataset.__all__)
+del _render_public, _dataset

@@ -48,7 +48,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import _engine, _methods as M, _normalize as N
+from . import _budget, _engine, _methods as M, _normalize as N
 from ._catalog import lookup
 from ._transforms import quadrature
 
@@ -96,22 +96,30 @@ def compile(
     ``forward_func`` and ``layer``) and gives the same numbers as the eager
     method (to float tolerance: inductor may reorder reductions, ~1e-6
     relative in float32). Compilation happens on the first call and again
-    when the shapes change (see the module docs); keep one compiled function
-    per model and reuse it. Pass ``target``/neuron indices freely: ints are
-    turned into tensors so new values do not recompile.
+    when the shapes change (see :mod:`fnattr._compile`); keep one compiled
+    function per model and reuse it. Pass ``target``/neuron indices freely:
+    ints are turned into tensors so new values do not recompile.
 
     Args:
         method: one of fnattr's methods, e.g. ``fnattr.internal_influence``.
-        forward_func: the model or callable.
-        layer: the layer, for layer and neuron methods.
-        dynamic, mode, fullgraph: passed to ``torch.compile``.
+        {args: forward_func}
+        layer: the layer (an ``nn.Module`` or its dotted name), for layer and
+            neuron methods; ``None`` for the others.
+        dynamic: passed to ``torch.compile`` (``None``: static first, dynamic
+            after a shape change).
+        mode: passed to ``torch.compile`` (e.g. ``"reduce-overhead"``).
+        fullgraph: passed to ``torch.compile``.
 
     Returns:
-        ``compiled(inputs, *args, **kwargs)`` with ``method``'s remaining signature.
+        ``compiled(inputs, *args, **kwargs)`` with ``method``'s remaining
+        signature and result.
 
-    >>> ii = fnattr.compile(fnattr.internal_influence, model, model.conv2)
-    >>> attr = ii(x, target=3, n_steps=50)          # compiles
-    >>> attr = ii(x, target=5, n_steps=50)          # reuses the graph
+    Example:
+        {digits}
+        >>> saliency = fnattr.compile(fnattr.gradient, model)
+        >>> attr = saliency(x, target=labels)  # compiles (seconds)
+        >>> torch.allclose(attr, fnattr.gradient(model, x, target=labels), atol=1e-5)
+        True
     """
     entry = lookup(method)
     if entry is None:
@@ -140,6 +148,7 @@ def compile(
     compiled = torch.compile(bound, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
 
     bind = _binder(method, 2 if needs_layer else 1)
+    lead = (forward_func, layer) if needs_layer else (forward_func,)
 
     def call(*args: Any, **kwargs: Any) -> Any:
         a = bind(args, kwargs)
@@ -149,9 +158,12 @@ def compile(
             a["neuron_selector"] = _selector_as_tensors(a["neuron_selector"])
         if "n_steps" in a:  # quadrature is computed eagerly (numpy does not trace)
             quadrature(a["method"], a["n_steps"] + (method is M.layer_conductance))
+        drawn = _draw_outside(entry, a) if core is not None else None
+        _plan_outside(a, drawn, lambda: core(*lead, *drawn) if core is not None
+                      else method(*lead, **a))
         with _engine.slots([layer] if needs_layer else []):
             if core is not None:
-                return compiled(*_draw_outside(entry, a))
+                return compiled(*_draw_outside(entry, a, drawn))
             return compiled(**a)
 
     call.__name__ = f"compiled_{method.__name__}"
@@ -191,13 +203,34 @@ def _binder(method: Callable, n_bound: int) -> Callable[[tuple, dict], dict]:
     return bind
 
 
-def _draw_outside(entry: Any, a: dict) -> tuple:
-    """Draws a sampled method's paths eagerly; returns its deterministic core's arguments."""
-    xs, was_tuple, paths = entry.draw(a)
+def _draw_outside(entry: Any, a: dict, drawn: tuple | None = None) -> tuple:
+    """Draws a sampled method's paths eagerly (or reuses ``drawn``, the draws of
+    an earlier call); returns its deterministic core's arguments."""
+    xs, was_tuple, paths = entry.draw(a) if drawn is None else drawn[:3]
     if not entry.needs_layer:
         return (xs, was_tuple, paths, a["target"], a["additional_forward_args"],
                 a["return_convergence_delta"], a["multiply_by_inputs"], a["create_graph"],
-                a["internal_batch_size"])
+                a["internal_batch_size"], a["memory_budget"])
     return (xs, was_tuple, paths, a["neuron_selector"], a["additional_forward_args"],
             a["attribute_to_neuron_input"], a["multiply_by_inputs"], a["create_graph"],
-            a["internal_batch_size"], a["chunk_size"])
+            a["internal_batch_size"], a["chunk_size"], a["memory_budget"])
+
+
+def _plan_outside(a: dict, drawn: tuple | None, eager: Callable[[], Any]) -> None:
+    """Resolves a memory budget (the call's or the context's) to an
+    ``internal_batch_size`` (and a neuron method's ``chunk_size``) eagerly,
+    before the compiled call: the split is a constant of the graph, so a new
+    split recompiles once and the probe never runs inside it."""
+    if "memory_budget" not in a:
+        return
+    budget = _budget.resolve(a["memory_budget"])
+    a["memory_budget"] = None  # nothing to parse inside the graph
+    if budget is None or a.get("internal_batch_size") is not None:
+        return
+    a["memory_budget"] = budget
+    rows, chunk = _budget.planned(eager)
+    a["memory_budget"] = None
+    if "internal_batch_size" in a:  # (gradient and neuron_gradient: the K chunk only)
+        a["internal_batch_size"] = rows
+    if chunk is not None and a.get("chunk_size", 0) is None:
+        a["chunk_size"] = chunk

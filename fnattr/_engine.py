@@ -30,13 +30,27 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from . import _normalize as N
+from . import _budget, _normalize as N
 
 __all__ = ["functional", "transforms_active", "gradients", "forward_at", "runs_once"]
 
 
 def transforms_active() -> bool:
-    """True inside ``torch.func`` transforms or while ``torch.compile`` traces."""
+    """True inside ``torch.func`` transforms or while ``torch.compile`` traces.
+
+    Methods use it to leave tensors attached when a transform decides what is
+    differentiated (``torch.func.grad`` always builds the graph).
+
+    Returns:
+        A bool.
+
+    Example:
+        >>> import torch, fnattr
+        >>> fnattr.transforms_active()
+        False
+        >>> torch.func.grad(lambda t: t.sum() * fnattr.transforms_active())(torch.ones(2))
+        tensor([1., 1.])
+    """
     return (
         torch.compiler.is_compiling()
         or torch._C._functorch.peek_interpreter_stack() is not None
@@ -51,11 +65,10 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     only input or layer gradients are wanted): through
     ``torch.func.functional_call`` under ``torch.func`` transforms and
     ``torch.compile``, and in plain eager mode by swapping detached aliases
-    into the modules for the duration of the call (the same swap, with less
-    bookkeeping; restored when the call returns or raises). With
-    ``detach=False`` the live parameters are used (attributions that stay
-    differentiable with respect to the parameters). Any other callable is
-    returned unchanged. ``DataParallel`` wrappers are unwrapped.
+    into the modules for the duration of the call (restored when the call
+    returns or raises). With ``detach=False`` the live parameters are used.
+    Any other callable is returned unchanged. ``DataParallel`` wrappers are
+    unwrapped.
 
     Args:
         forward_func: an ``nn.Module`` or any callable.
@@ -64,7 +77,15 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     Returns:
         A callable with the signature of ``forward_func``.
 
-    >>> f = functional(model)   # f(x) == model(x), no parameter graph
+    Example:
+        {digits}
+        >>> f = fnattr.functional(model)
+        >>> out = f(x.requires_grad_())
+        >>> torch.equal(out, model(x)), out.shape
+        (True, torch.Size([50, 10]))
+        >>> (g,) = torch.autograd.grad(out.sum(), x)  # input gradient, no parameter graph
+        >>> g.shape
+        torch.Size([50, 1, 8, 8])
     """
     N.check_forward_func(forward_func)  # at construction, not at the first call
     ruled = getattr(forward_func, "__fnattr_rule__", None)
@@ -510,10 +531,10 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
     an MLP, but 2-7x slower than small chunks on conv nets, whose vmapped
     backward spills out of cache."""
     budget = CHUNK_BUDGET_BYTES.get(device.type, CHUNK_BUDGET_BYTES["cuda"])
-    if saved_bytes <= 0:
-        return k
-    rows = budget // saved_bytes
-    return k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+    rows = k if saved_bytes <= 0 else budget // saved_bytes
+    step = k if rows >= k else max(1, 1 << max(0, int(rows).bit_length() - 1))
+    cap = _budget.chunk_cap()  # a memory budget's K chunk (fnattr._budget)
+    return step if cap is None else max(1, min(step, cap))
 
 
 def _plain(forward_func, inputs, args, objective, layer, input_side, wrt_layer,

@@ -27,16 +27,17 @@ from . import _engine, _normalize as N
 from ._catalog import register
 from ._methods import _batch, convergence_delta
 from ._transforms import layer_gradients, path_average, quadrature, target_objective
+from .types import Baselines, ForwardFunc, Layer, Target, TensorOrTuple
 
 __all__ = ["layer_integrated_gradients", "token_scores"]
 
 
 def layer_integrated_gradients(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -66,22 +67,34 @@ def layer_integrated_gradients(
         https://arxiv.org/abs/1703.01365 (applied at a layer, as in Captum)
 
     Args:
-        forward_func, layer, inputs, baselines, target, additional_forward_args,
-        n_steps, method, internal_batch_size, attribute_to_layer_input,
-        create_graph: see "Shared arguments". For integer inputs the baselines
-            are token ids (an int, or an integer tensor like the inputs).
-        return_convergence_delta: also return ``sum(attr) - (f(x) - f(b))``.
+        {args: forward_func, layer}
+        inputs: a tensor ``[N, ...]`` or a tuple of tensors sharing dim 0; may
+            be integer token ids.
+        {args: baselines}
+            For integer inputs the baselines are token ids (an int, or an
+            integer tensor like the inputs).
+        {args: target, additional_forward_args, n_steps, method, internal_batch_size,
+        return_convergence_delta, attribute_to_layer_input}
         multiply_by_inputs: multiply by ``y(x) - y(b)`` (else the path-averaged gradient).
+        create_graph: keep the result differentiable.
         chunk_size: targets per vectorized backward for ``fnattr.each`` targets.
 
     Returns:
         Attributions shaped like the layer's output (input), a tuple when its
         value is a tuple of several tensors (a leading ``K`` for K targets),
-        and the deltas (``(N,)``, or ``(K, N)``) with ``return_convergence_delta``.
+        and the deltas (``[N]``, or ``[K, N]``) with ``return_convergence_delta``.
 
-    >>> f = lambda ids, mask: bert(ids, attention_mask=mask).logits
-    >>> attr = layer_integrated_gradients(f, bert.bert.embeddings, ids, baselines=0,
-    ...                                   target=1, additional_forward_args=mask)
+    Example:
+        {digits}
+        >>> attr = fnattr.layer_integrated_gradients(model, "features.0", x, target=labels)
+        >>> attr.shape  # features.0: conv(1 -> 8), padding 1
+        torch.Size([50, 8, 8, 8])
+        >>> text = torch.nn.Sequential(torch.nn.Embedding(100, 16), torch.nn.Flatten(),
+        ...                            torch.nn.Linear(12 * 16, 2))
+        >>> ids = torch.randint(1, 100, (4, 12))  # 4 sentences of 12 token ids
+        >>> attr = fnattr.layer_integrated_gradients(text, text[0], ids, baselines=0, target=1)
+        >>> attr.shape  # [N, tokens, hidden]
+        torch.Size([4, 12, 16])
     """
     xs, _ = N.as_tuple(inputs)
     starts = _token_baselines(N.format_baselines(baselines, xs), xs)
@@ -172,7 +185,15 @@ def token_scores(attributions: Tensor, normalize: bool = True) -> Tensor:
     Returns:
         A ``(..., T)`` Tensor of token scores.
 
-    >>> scores = token_scores(layer_integrated_gradients(f, emb, ids, target=1))  # (N, T)
+    Example:
+        >>> import torch, fnattr
+        >>> text = torch.nn.Sequential(torch.nn.Embedding(100, 16), torch.nn.Flatten(),
+        ...                            torch.nn.Linear(12 * 16, 2))
+        >>> ids = torch.randint(1, 100, (4, 12))  # 4 sentences of 12 token ids
+        >>> attr = fnattr.layer_integrated_gradients(text, text[0], ids, target=1)
+        >>> scores = fnattr.token_scores(attr)
+        >>> scores.shape, torch.allclose(scores.norm(dim=1), torch.ones(4))
+        (torch.Size([4, 12]), True)
     """
     if not isinstance(attributions, Tensor):
         raise TypeError(

@@ -3,8 +3,9 @@
 Arguments shared by every method (``forward_func``, ``inputs``, ``target``,
 ``baselines``, ``additional_forward_args``, ``neuron_selector``, ``n_steps``,
 ``method``, ``internal_batch_size``, ``attribute_to_layer_input``,
-``create_graph``) are documented once, in :mod:`fnattr._normalize` and the
-README's "Shared arguments": they mean exactly what they mean in Captum 0.9.
+``create_graph``, ``memory_budget``) are documented once, in :mod:`fnattr._docs`
+(rendered into each docstring's ``Args:``) and the README's "Shared arguments":
+they mean exactly what they mean in Captum 0.9.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _normalize as N
+from .types import Baselines, ForwardFunc, Layer, NeuronSelector, Target, TensorOrTuple
+from . import _budget, _normalize as N
 from ._catalog import register
 from ._engine import functional, transforms_active
 from ._rules import deconv_relu, guided_relu, with_rule
@@ -50,16 +52,17 @@ __all__ = [
 
 
 def neuron_gradient(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+    memory_budget: int | str | None = None,
+) -> TensorOrTuple:
     """Gradient of one neuron of a layer with respect to the inputs.
 
     Captum's ``NeuronGradient`` as one function. Differs from it in that a
@@ -74,41 +77,40 @@ def neuron_gradient(
         Simonyan et al., "Deep Inside Convolutional Networks", https://arxiv.org/abs/1312.6034
 
     Args:
-        forward_func: the model, or any callable ``f(*inputs, *args)``.
-        layer: an ``nn.Module`` of the model, or its dotted name.
-        inputs: a Tensor or a tuple of Tensors (dim 0 = examples).
-        neuron_selector: an int, a tuple of ints/slices, a callable on the
-            layer value, or a list of those.
-        additional_forward_args: passed to ``forward_func`` after the inputs.
-        attribute_to_neuron_input: select the neuron from the layer's input.
-        create_graph: keep the attributions differentiable.
-        chunk_size: neurons per vectorized backward for a list of selectors
-            (``None``: as many as keep that many copies of the saved
-            activations under a per-device budget; all K on small models).
+        {args: forward_func, layer, inputs, neuron_selector, additional_forward_args,
+        attribute_to_neuron_input, create_graph, chunk_size, memory_budget}
 
     Returns:
-        Gradients shaped like ``inputs`` (a leading ``K`` for a list of K selectors).
+        Gradients shaped like ``inputs`` (a tensor or a tuple), with a leading
+        ``K`` for a list of K selectors.
 
-    >>> g = neuron_gradient(model, model.fc1, x, neuron_selector=(3,))
-    >>> g_many = neuron_gradient(model, "fc1", x, [(i,) for i in range(16)])  # (16, *x.shape)
+    Example:
+        {digits}
+        >>> fnattr.neuron_gradient(model, model.classifier[1], x, neuron_selector=3).shape
+        torch.Size([50, 1, 8, 8])
+        >>> fnattr.neuron_gradient(model, "classifier.1", x, [0, 1, 2]).shape  # 3 neurons, one pass
+        torch.Size([3, 50, 1, 8, 8])
     """
     xs, was_tuple = N.as_tuple(inputs)
-    grads = input_gradients(
-        forward_func, xs, neuron_objective(neuron_selector),
-        additional_forward_args=N.format_args(additional_forward_args),
-        layer=N.resolve_layer(forward_func, layer),
-        attribute_to_layer_input=attribute_to_neuron_input,
-        create_graph=create_graph, chunk_size=chunk_size,
-    )
-    return N.restore(grads, was_tuple)
+    layer = N.resolve_layer(forward_func, layer)
+
+    def grad_at(points: tuple, _target: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return input_gradients(forward_func, points, neuron_objective(neuron_selector),
+                               additional_forward_args=args_rows, layer=layer,
+                               attribute_to_layer_input=attribute_to_neuron_input,
+                               create_graph=create_graph, chunk_size=chunk_size)
+
+    args = N.format_args(additional_forward_args)
+    many = N.format_selectors(neuron_selector)[1]
+    return N.restore(_once(grad_at, xs, None, args, many, memory_budget), was_tuple)
 
 
 def internal_influence(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -117,7 +119,8 @@ def internal_influence(
     *,
     create_graph: bool = False,
     grad_kwargs: dict | None = None,
-) -> N.TensorOrTuple:
+    memory_budget: int | str | None = None,
+) -> TensorOrTuple:
     """Integral of the layer gradient along the straight path baseline -> input.
 
     Captum's ``InternalInfluence`` as one function: the layer gradient of the
@@ -132,17 +135,20 @@ def internal_influence(
         Networks", https://arxiv.org/abs/1802.03788
 
     Args:
-        forward_func, layer, inputs, baselines, target, additional_forward_args,
-        n_steps, method, internal_batch_size, attribute_to_layer_input,
-        create_graph: see "Shared arguments".
-        grad_kwargs: Captum's extra ``torch.autograd.grad`` arguments; only
-            ``materialize_grads`` (which fnattr always applies) is accepted.
+        {args: forward_func, layer, inputs, baselines, target, additional_forward_args,
+        n_steps, method, internal_batch_size, attribute_to_layer_input, create_graph,
+        grad_kwargs, memory_budget}
 
     Returns:
-        Attributions shaped like the layer's output (input); a tuple when the
-        layer's value is a tuple of several tensors.
+        Attributions shaped like the layer's output (input), ``[N, *layer_dims]``;
+        a tuple when the layer's value is a tuple of several tensors; a leading
+        ``K`` for ``fnattr.each`` of K targets.
 
-    >>> attr = internal_influence(model, model.conv2, x, target=3, n_steps=32)
+    Example:
+        {digits}
+        >>> attr = fnattr.internal_influence(model, "features.2", x, target=labels, n_steps=16)
+        >>> attr.shape  # features.2: conv(8 -> 16), padding 1
+        torch.Size([50, 16, 8, 8])
     """
     xs, _ = N.as_tuple(inputs)
     bs = N.format_baselines(baselines, xs)
@@ -165,16 +171,17 @@ def internal_influence(
         grad_at, xs, bs, alphas, weights, target=target,
         additional_forward_args=N.format_args(additional_forward_args),
         stacked=isinstance(target, N.Each), internal_batch_size=internal_batch_size,
+        memory_budget=memory_budget,
     )
     return attrs if len(attrs) > 1 else attrs[0]
 
 
 def convergence_delta(
-    forward_func: Callable,
-    attributions: N.TensorOrTuple,
-    start_point: N.BaselineType,
-    end_point: N.TensorOrTuple,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    attributions: TensorOrTuple,
+    start_point: Baselines,
+    end_point: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
 ) -> Tensor:
     """Completeness gap per example: ``sum(attributions) - (f(end) - f(start))``.
@@ -186,17 +193,28 @@ def convergence_delta(
     a graph.
 
     Args:
-        forward_func: the model or callable.
-        attributions: a Tensor or tuple shaped like ``end_point``.
-        start_point: baselines (``None``, numbers, tensors or a tuple).
-        end_point: the inputs.
-        target, additional_forward_args: see "Shared arguments".
+        {args: forward_func}
+        attributions: a tensor or a tuple of tensors, each with one row per
+            example of ``end_point``.
+        start_point: the path start, as ``baselines``: ``None`` (zeros), a
+            number, a tensor of the input's shape or with a batch dim of 1, or a
+            tuple of those.
+        end_point: the inputs, a tensor ``[N, ...]`` or a tuple of them.
+        {args: target[single], additional_forward_args}
 
     Returns:
-        A ``Tensor[num_examples]``.
+        A tensor ``[N]``: one gap per example.
 
-    >>> ig = integrated_gradients(model, x, target=0)
-    >>> convergence_delta(model, ig, None, x, target=0).abs().max()   # ~0
+    Example:
+        {digits}
+        >>> attr = fnattr.integrated_gradients(model, x, target=labels)
+        >>> delta = fnattr.convergence_delta(model, attr, None, x, target=labels)
+        >>> delta.shape
+        torch.Size([50])
+        >>> with torch.no_grad():  # f(x) - f(0) for the target class
+        ...     gap = (model(x) - model(0 * x)).gather(1, labels[:, None]).squeeze(1)
+        >>> bool((delta.abs() < 0.05 * gap.abs()).all())  # quadrature error at ReLU kinks
+        True
     """
     ends, _ = N.as_tuple(end_point, "end_point")
     attrs, _ = N.as_tuple(attributions, "attributions")
@@ -229,10 +247,26 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ..
     """Upsamples a layer attribution to ``interpolate_dims`` (``F.interpolate``).
 
     Captum's ``LayerAttribution.interpolate``: dims 0 and 1 (examples,
-    channels) are kept, the spatial dims are resized with ``interpolate_mode``.
+    channels) are kept, the spatial dims are resized with ``interpolate_mode``,
+    so that a convolution layer's attribution can be laid over the input image.
 
-    >>> interpolate(attr_conv, (32, 32), "bilinear").shape
-    torch.Size([8, 16, 32, 32])
+    Args:
+        layer_attribution: a tensor ``[N, C, *spatial]`` (1 to 3 spatial dims).
+        interpolate_dims: the new spatial size: an int or one int per spatial dim.
+        interpolate_mode: ``F.interpolate``'s ``mode``: ``"nearest"``,
+            ``"linear"`` (1 spatial dim), ``"bilinear"``/``"bicubic"`` (2),
+            ``"trilinear"`` (3), ``"area"`` or ``"nearest-exact"``.
+
+    Returns:
+        A tensor ``[N, C, *interpolate_dims]``.
+
+    Example:
+        {digits}
+        >>> attr = fnattr.internal_influence(model, "features.4", x, target=labels)
+        >>> attr.shape  # after the 2x2 max-pool
+        torch.Size([50, 16, 4, 4])
+        >>> fnattr.interpolate(attr, (8, 8), "bilinear").shape
+        torch.Size([50, 16, 8, 8])
     """
     if not isinstance(layer_attribution, Tensor):
         raise TypeError(
@@ -268,38 +302,57 @@ _INTERPOLATE_RANKS = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "linear"
 
 
 def gradient(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+    memory_budget: int | str | None = None,
+) -> TensorOrTuple:
     """Gradient of the target output with respect to the inputs (signed saliency).
 
     Captum's ``Saliency(abs=False)``; the base that ReLU rules turn into
-    guided backprop and deconvolution.
+    guided backprop and deconvolution. ``fnattr.each`` of K targets gives all
+    K gradients from one forward and one vectorized backward.
 
-    >>> g = gradient(model, x, target=3)
+    References:
+        Simonyan et al., "Deep Inside Convolutional Networks", https://arxiv.org/abs/1312.6034
+
+    Args:
+        {args: forward_func, inputs, target, additional_forward_args, create_graph, memory_budget}
+
+    Returns:
+        Gradients shaped like ``inputs`` (a tensor or a tuple), with a leading
+        ``K`` for ``fnattr.each`` of K targets.
+
+    Example:
+        {digits}
+        >>> fnattr.gradient(model, x, target=labels).shape
+        torch.Size([50, 1, 8, 8])
+        >>> fnattr.gradient(model, x, target=fnattr.each([0, 1])).shape  # two classes, one pass
+        torch.Size([2, 50, 1, 8, 8])
     """
     xs, was_tuple = N.as_tuple(inputs)
     N.check_target(target, xs[0].shape[0])
-    grads = input_gradients(
-        forward_func, xs, target_objective(target),
-        additional_forward_args=N.format_args(additional_forward_args),
-        create_graph=create_graph,
-    )
+
+    def grad_at(points: tuple, target_rows: Any, args_rows: tuple) -> tuple[Tensor, ...]:
+        return input_gradients(forward_func, points, target_objective(target_rows),
+                               additional_forward_args=args_rows, create_graph=create_graph)
+
+    args = N.format_args(additional_forward_args)
+    grads = _once(grad_at, xs, target, args, isinstance(target, N.Each), memory_budget)
     return N.restore(grads, was_tuple)
 
 
 def guided_backprop(
-    model: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
+    model: ForwardFunc,
+    inputs: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Gradient with every ReLU's backward replaced by the guided rule.
 
     Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
@@ -310,7 +363,18 @@ def guided_backprop(
     References:
         Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
 
-    >>> attr = guided_backprop(model, x, target=3)
+    Args:
+        {args: model, inputs, target, additional_forward_args, create_graph}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for
+        ``fnattr.each`` of K targets).
+
+    Example:
+        {digits}
+        >>> attr = fnattr.guided_backprop(model, x, target=labels)
+        >>> attr.shape
+        torch.Size([50, 1, 8, 8])
     """
     N.check_forward_func(model, "model")
     return gradient(with_rule(model, guided_relu), inputs, target,
@@ -318,13 +382,13 @@ def guided_backprop(
 
 
 def deconvolution(
-    model: Callable,
-    inputs: N.TensorOrTuple,
-    target: N.TargetType = None,
+    model: ForwardFunc,
+    inputs: TensorOrTuple,
+    target: Target = None,
     additional_forward_args: Any = None,
     *,
     create_graph: bool = False,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Gradient with every ReLU's backward replaced by the deconvolution rule.
 
     Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
@@ -334,7 +398,18 @@ def deconvolution(
         Zeiler & Fergus, "Visualizing and Understanding Convolutional
         Networks", https://arxiv.org/abs/1311.2901
 
-    >>> attr = deconvolution(model, x, target=3)
+    Args:
+        {args: model, inputs, target, additional_forward_args, create_graph}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for
+        ``fnattr.each`` of K targets).
+
+    Example:
+        {digits}
+        >>> attr = fnattr.deconvolution(model, x, target=labels)
+        >>> attr.shape
+        torch.Size([50, 1, 8, 8])
     """
     N.check_forward_func(model, "model")
     return gradient(with_rule(model, deconv_relu), inputs, target,
@@ -342,19 +417,37 @@ def deconvolution(
 
 
 def neuron_guided_backprop(
-    model: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    model: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Neuron gradient under the guided ReLU rule (Captum's ``NeuronGuidedBackprop``).
 
-    >>> attr = neuron_guided_backprop(model, model.conv2, x, (0, 3, 3))
+    :func:`neuron_gradient` of ``with_rule(model, guided_relu)``: every ReLU
+    the forward runs gets the guided backward; a list of selectors gives all
+    neurons from one pass.
+
+    References:
+        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
+
+    Args:
+        {args: model, layer, inputs, neuron_selector, additional_forward_args,
+        attribute_to_neuron_input, create_graph, chunk_size}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
+
+    Example:
+        {digits}
+        >>> attr = fnattr.neuron_guided_backprop(model, "features.2", x, (0, 3, 3))
+        >>> attr.shape  # channel 0 at row 3, column 3 of the second convolution
+        torch.Size([50, 1, 8, 8])
     """
     N.check_forward_func(model, "model")
     return neuron_gradient(with_rule(model, guided_relu), layer, inputs, neuron_selector,
@@ -363,19 +456,38 @@ def neuron_guided_backprop(
 
 
 def neuron_deconvolution(
-    model: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    model: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+) -> TensorOrTuple:
     """Neuron gradient under the deconvolution rule (Captum's ``NeuronDeconvolution``).
 
-    >>> attr = neuron_deconvolution(model, model.conv2, x, (0, 3, 3))
+    :func:`neuron_gradient` of ``with_rule(model, deconv_relu)``: every ReLU
+    the forward runs gets the deconvolution backward; a list of selectors
+    gives all neurons from one pass.
+
+    References:
+        Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901
+
+    Args:
+        {args: model, layer, inputs, neuron_selector, additional_forward_args,
+        attribute_to_neuron_input, create_graph, chunk_size}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
+
+    Example:
+        {digits}
+        >>> attr = fnattr.neuron_deconvolution(model, "features.2", x, [(0, 3, 3), (1, 3, 3)])
+        >>> attr.shape
+        torch.Size([2, 50, 1, 8, 8])
     """
     N.check_forward_func(model, "model")
     return neuron_gradient(with_rule(model, deconv_relu), layer, inputs, neuron_selector,
@@ -400,12 +512,12 @@ def _shap_paths(inputs: Any, baselines: Any, n_samples: Any, stdevs: Any,
 
 
 def gradient_shap(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
     baselines: Any,
     n_samples: int = 5,
     stdevs: float | tuple[float, ...] = 0.0,
-    target: N.TargetType = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     return_convergence_delta: bool = False,
     multiply_by_inputs: bool = True,
@@ -413,6 +525,7 @@ def gradient_shap(
     generator: torch.Generator | None = None,
     create_graph: bool = False,
     internal_batch_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Expected gradient over random points on random paths (GradientSHAP).
 
@@ -430,23 +543,25 @@ def gradient_shap(
         Predictions", https://arxiv.org/abs/1705.07874
 
     Args:
-        forward_func, inputs, target, additional_forward_args, create_graph,
-        internal_batch_size: see "Shared arguments".
-        baselines: reference rows (a tensor, a tuple, or a callable returning
-            them, called with ``inputs`` if it takes an argument).
-        n_samples: samples per example.
-        stdevs: noise standard deviation(s), one float or one per input.
+        {args: forward_func, inputs, baselines[sampled], n_samples, stdevs, target,
+        additional_forward_args}
         return_convergence_delta: also return ``sum(attr) - (f(x') - f(b))``
             per example and sample, example-major (``N * n_samples`` values).
-        multiply_by_inputs: multiply by ``x' - b`` (global attribution).
-        generator: the source of all randomness.
+        {args: multiply_by_inputs, generator, create_graph, internal_batch_size, memory_budget}
 
     Returns:
-        Attributions shaped like ``inputs`` (and the deltas).
+        Attributions shaped like ``inputs`` (a leading ``K`` for ``fnattr.each``
+        of K targets); with ``return_convergence_delta``, ``(attributions,
+        delta)`` with ``delta`` of shape ``[N * n_samples]``.
 
-    >>> g = torch.Generator().manual_seed(0)
-    >>> attr = gradient_shap(model, x, baselines=torch.zeros(8, 3, 32, 32), target=1,
-    ...                      n_samples=20, generator=g)
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> attr, delta = fnattr.gradient_shap(
+        ...     model, x, baselines=torch.zeros(4, 1, 8, 8), target=labels, n_samples=8,
+        ...     return_convergence_delta=True, generator=g)
+        >>> attr.shape, delta.shape
+        (torch.Size([50, 1, 8, 8]), torch.Size([400]))
     """
     N.check_forward_func(forward_func)  # every check before the first draw
     xs, _ = N.as_tuple(inputs)
@@ -455,13 +570,13 @@ def gradient_shap(
     xs, was_tuple, paths = _shap_paths(inputs, baselines, n_samples, stdevs, generator)
     return _gradient_shap(forward_func, xs, was_tuple, paths, target, additional_forward_args,
                           return_convergence_delta, multiply_by_inputs, create_graph,
-                          internal_batch_size)
+                          internal_batch_size, memory_budget)
 
 
 def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tuple,
                    target: Any, additional_forward_args: Any, return_convergence_delta: bool,
                    multiply_by_inputs: bool, create_graph: bool,
-                   internal_batch_size: int | None) -> Any:
+                   internal_batch_size: int | None, memory_budget: Any = None) -> Any:
     """Gradient SHAP from drawn paths (the deterministic part, which compiles)."""
     ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
     alphas = paths[2]
@@ -478,7 +593,8 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
                               target=target, additional_forward_args=args,
                               multiply_by_delta=multiply_by_inputs, stacked=many,
                               internal_batch_size=_batch(internal_batch_size), reduce=False,
-                              convex=True)
+                              convex=True,
+                              memory_budget=memory_budget)
     attrs = N.restore([p.mean(int(many)) for p in per_sample], was_tuple)
     if not return_convergence_delta:
         return attrs
@@ -497,10 +613,10 @@ def _gradient_shap(forward_func: Callable, xs: tuple, was_tuple: bool, paths: tu
 
 
 def neuron_gradient_shap(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
     baselines: Any,
     n_samples: int = 5,
     stdevs: float | tuple[float, ...] = 0.0,
@@ -512,14 +628,32 @@ def neuron_gradient_shap(
     create_graph: bool = False,
     internal_batch_size: int | None = None,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+    memory_budget: int | str | None = None,
+) -> TensorOrTuple:
     """GradientSHAP of a neuron: :func:`gradient_shap` with a neuron objective.
 
     Captum's ``NeuronGradientShap``. A list of selectors shares one set of
     draws, so slice ``k`` equals the single-selector call with the same seed.
 
-    >>> g = torch.Generator().manual_seed(0)
-    >>> attr = neuron_gradient_shap(model, model.fc1, x, (4,), torch.zeros(8, 10), generator=g)
+    References:
+        Lundberg & Lee, "A Unified Approach to Interpreting Model
+        Predictions", https://arxiv.org/abs/1705.07874
+
+    Args:
+        {args: forward_func, layer, inputs, neuron_selector, baselines[sampled], n_samples,
+        stdevs, additional_forward_args, attribute_to_neuron_input, multiply_by_inputs,
+        generator, create_graph, internal_batch_size, chunk_size, memory_budget}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
+
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> attr = fnattr.neuron_gradient_shap(model, "classifier.1", x, 3,
+        ...                                    torch.zeros(4, 1, 8, 8), generator=g)
+        >>> attr.shape
+        torch.Size([50, 1, 8, 8])
     """
     N.check_forward_func(forward_func)  # every check before the first draw
     N.resolve_layer(forward_func, layer)
@@ -531,14 +665,14 @@ def neuron_gradient_shap(
     return _neuron_gradient_shap(forward_func, layer, xs, was_tuple, paths, neuron_selector,
                                  additional_forward_args, attribute_to_neuron_input,
                                  multiply_by_inputs, create_graph, internal_batch_size,
-                                 chunk_size)
+                                 chunk_size, memory_budget)
 
 
 def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tuple: bool,
                           paths: tuple, neuron_selector: Any, additional_forward_args: Any,
                           attribute_to_neuron_input: bool, multiply_by_inputs: bool,
                           create_graph: bool, internal_batch_size: int | None,
-                          chunk_size: int | None) -> N.TensorOrTuple:
+                          chunk_size: int | None, memory_budget: Any = None) -> N.TensorOrTuple:
     """Neuron gradient SHAP from drawn paths (the deterministic part, which compiles)."""
     ends, starts = _constants(paths[0], create_graph), _constants(paths[1], create_graph)
     alphas = paths[2]
@@ -555,15 +689,16 @@ def _neuron_gradient_shap(forward_func: Callable, layer: Any, xs: tuple, was_tup
     attrs = path_average(grad_at, ends, starts, alphas, [1.0 / n_samples] * n_samples,
                          additional_forward_args=N.format_args(additional_forward_args),
                          multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size), convex=True)
+                         internal_batch_size=_batch(internal_batch_size), convex=True,
+                         memory_budget=memory_budget)
     return N.restore(attrs, was_tuple)
 
 
 def integrated_gradients(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -572,18 +707,35 @@ def integrated_gradients(
     multiply_by_inputs: bool = True,
     *,
     create_graph: bool = False,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Path integral of the input gradient times ``input - baseline``.
 
     Captum's ``IntegratedGradients``: :func:`path_average` of the input
     gradient over ``method``'s quadrature, multiplied by ``x - b``. Satisfies
-    completeness up to the quadrature error.
+    completeness up to the quadrature error. All path points go through the
+    model as one expanded batch (``internal_batch_size`` rows at most).
 
     References:
         Sundararajan et al., "Axiomatic Attribution for Deep Networks",
         https://arxiv.org/abs/1703.01365
 
-    >>> attr, delta = integrated_gradients(model, x, target=0, return_convergence_delta=True)
+    Args:
+        {args: forward_func, inputs, baselines, target, additional_forward_args,
+        n_steps, method, internal_batch_size, return_convergence_delta,
+        multiply_by_inputs, create_graph, memory_budget}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for ``fnattr.each``
+        of K targets); with ``return_convergence_delta``, ``(attributions,
+        delta)`` with ``delta`` of shape ``[N]`` (``[K, N]``).
+
+    Example:
+        {digits}
+        >>> attr, delta = fnattr.integrated_gradients(
+        ...     model, x, target=labels, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([50, 1, 8, 8]), torch.Size([50]))
     """
     xs, was_tuple = N.as_tuple(inputs)
     bs = N.format_baselines(baselines, xs)
@@ -599,7 +751,8 @@ def integrated_gradients(
     many = isinstance(target, N.Each)
     attrs = path_average(grad_at, xs, bs, alphas, weights, target=target,
                          additional_forward_args=args, multiply_by_delta=multiply_by_inputs,
-                         stacked=many, internal_batch_size=_batch(internal_batch_size))
+                         stacked=many, internal_batch_size=_batch(internal_batch_size),
+                         memory_budget=memory_budget)
     out = N.restore(attrs, was_tuple)
     if not return_convergence_delta:
         return out
@@ -611,11 +764,11 @@ def integrated_gradients(
 
 
 def neuron_integrated_gradients(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    neuron_selector: Any,
-    baselines: N.BaselineType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    neuron_selector: NeuronSelector,
+    baselines: Baselines = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -625,13 +778,30 @@ def neuron_integrated_gradients(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
-) -> N.TensorOrTuple:
+    memory_budget: int | str | None = None,
+) -> TensorOrTuple:
     """Integrated gradients of a neuron (Captum's ``NeuronIntegratedGradients``).
 
     :func:`path_average` of :func:`neuron_gradient` times ``x - b``; a list of
     selectors gives all neurons from one pass.
 
-    >>> attr = neuron_integrated_gradients(model, model.fc1, x, (3,))
+    References:
+        Sundararajan et al., "Axiomatic Attribution for Deep Networks",
+        https://arxiv.org/abs/1703.01365
+
+    Args:
+        {args: forward_func, layer, inputs, neuron_selector, baselines,
+        additional_forward_args, n_steps, method, internal_batch_size,
+        attribute_to_neuron_input, multiply_by_inputs, create_graph, chunk_size, memory_budget}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
+
+    Example:
+        {digits}
+        >>> attr = fnattr.neuron_integrated_gradients(model, "classifier.1", x, [0, 1])
+        >>> attr.shape
+        torch.Size([2, 50, 1, 8, 8])
     """
     xs, was_tuple = N.as_tuple(inputs)
     bs = N.format_baselines(baselines, xs)
@@ -649,16 +819,17 @@ def neuron_integrated_gradients(
     attrs = path_average(grad_at, xs, bs, alphas, weights,
                          additional_forward_args=N.format_args(additional_forward_args),
                          multiply_by_delta=multiply_by_inputs, stacked=many,
-                         internal_batch_size=_batch(internal_batch_size))
+                         internal_batch_size=_batch(internal_batch_size),
+                         memory_budget=memory_budget)
     return N.restore(attrs, was_tuple)
 
 
 def layer_conductance(
-    forward_func: Callable,
-    layer: nn.Module | str,
-    inputs: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    layer: Layer,
+    inputs: TensorOrTuple,
+    baselines: Baselines = None,
+    target: Target = None,
     additional_forward_args: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -668,6 +839,7 @@ def layer_conductance(
     *,
     create_graph: bool = False,
     grad_kwargs: dict | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Conductance of each neuron of a layer: ``sum_s dF/dy(s) * (y(s+1) - y(s))``.
 
@@ -680,7 +852,23 @@ def layer_conductance(
     References:
         Dhamdhere et al., "How Important Is a Neuron?", https://arxiv.org/abs/1805.12233
 
-    >>> attr = layer_conductance(model, model.fc1, x, target=0, method="riemann_trapezoid")
+    Args:
+        {args: forward_func, layer, inputs, baselines, target, additional_forward_args,
+        n_steps, method, internal_batch_size, return_convergence_delta,
+        attribute_to_layer_input, create_graph, grad_kwargs, memory_budget}
+
+    Returns:
+        Attributions shaped like the layer's output (input), ``[N, *layer_dims]``
+        (a tuple for a tuple-valued layer, a leading ``K`` for ``fnattr.each``);
+        with ``return_convergence_delta``, ``(attributions, delta)``, ``delta``
+        of shape ``[N]``.
+
+    Example:
+        {digits}
+        >>> attr, delta = fnattr.layer_conductance(
+        ...     model, "classifier.1", x, target=labels, return_convergence_delta=True)
+        >>> attr.shape, delta.shape  # classifier.1: linear(256 -> 32)
+        (torch.Size([50, 32]), torch.Size([50]))
     """
     xs, _ = N.as_tuple(inputs)
     bs = N.format_baselines(baselines, xs)
@@ -703,13 +891,18 @@ def layer_conductance(
 
     per_point = path_average(grad_and_value, xs, bs, alphas, [1.0] * len(alphas),
                              target=target, additional_forward_args=args, stacked=many,
-                             internal_batch_size=_batch(internal_batch_size), reduce=False)
+                             internal_batch_size=_batch(internal_batch_size), reduce=False,
+                              memory_budget=memory_budget)
     half = len(per_point) // 2
     step = (slice(None),) * int(many)  # the path axis follows the optional K axis
+    # One temporary the size of a layer value per point (the differences,
+    # multiplied in place where no transform or graph needs them kept).
+    inplace = not (create_graph or transforms_active())
     attrs = tuple(
-        (g[(*step, slice(None, -1))] * (v[(*step, slice(1, None))] - v[(*step, slice(None, -1))]))
+        (d.mul_(g[(*step, slice(None, -1))]) if inplace else d * g[(*step, slice(None, -1))])
         .sum(int(many))
-        for g, v in zip(per_point[:half], per_point[half:]))
+        for g, d in ((g, torch.diff(v, dim=int(many)))
+                     for g, v in zip(per_point[:half], per_point[half:])))
     out = attrs if len(attrs) > 1 else attrs[0]
     if not return_convergence_delta:
         return out
@@ -726,6 +919,19 @@ def layer_conductance(
         return total - (f_end - f_start)
 
     return out, (torch.stack([delta(k) for k in range(len(target))]) if many else delta(None))
+
+
+def _once(grad_at: Callable, xs: tuple, target: Any, args: tuple, many: bool,
+          memory_budget: Any) -> tuple[Tensor, ...]:
+    """``grad_at`` at the inputs themselves; under a memory budget (or on CUDA)
+    as a one-point path (``0 + 1 * x`` is ``x`` exactly), so that the planner
+    splits the examples and the K rows like every expanded method's."""
+    if transforms_active() or (_budget.resolve(memory_budget) is None
+                               and xs[0].device.type != "cuda"):
+        return grad_at(xs, target, args)
+    return path_average(grad_at, xs, (0.0,) * len(xs), [1.0], [1.0], target=target,
+                        additional_forward_args=args, stacked=many,
+                        memory_budget=memory_budget)
 
 
 def _constants(tensors: tuple, create_graph: bool) -> tuple:

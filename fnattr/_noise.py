@@ -11,14 +11,16 @@ takes any attribution function and returns another one (``docs/DESIGN.md``).
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 import inspect
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from . import _normalize as N
+from . import _budget, _normalize as N
 from ._catalog import lookup
+from .types import TensorOrTuple
 
 __all__ = ["noise_tunnel"]
 
@@ -27,7 +29,7 @@ NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 def noise_tunnel(
     attribution_fn: Callable,
-    inputs: N.TensorOrTuple | None = None,
+    inputs: TensorOrTuple | None = None,
     *,
     nt_type: str = "smoothgrad",
     nt_samples: int = 5,
@@ -35,6 +37,7 @@ def noise_tunnel(
     nt_samples_batch_size: int | None = None,
     draw_baseline_from_distrib: bool = False,
     generator: torch.Generator | None = None,
+    memory_budget: int | str | None = None,
     **kwargs: Any,
 ) -> Any:
     """Attributions averaged over Gaussian-noised copies of the inputs.
@@ -59,7 +62,8 @@ def noise_tunnel(
     Args:
         attribution_fn: ``f(inputs, **kwargs)`` returning attributions with one
             row per input row (and the deltas with ``return_convergence_delta``).
-        inputs: a Tensor or a tuple of floating-point Tensors (dim 0 = examples).
+        inputs: a tensor ``[N, ...]`` or a tuple of floating-point tensors sharing
+            dim 0; ``None`` returns the transform ``f(inputs, **kwargs)``.
         nt_type: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean of squares)
             or ``"vargrad"`` (variance) of the noisy attributions.
         nt_samples: noisy copies per example.
@@ -67,20 +71,35 @@ def noise_tunnel(
         nt_samples_batch_size: copies per example in one call (``None``: all).
         draw_baseline_from_distrib: draw each copy's baseline row at random
             from ``kwargs["baselines"]`` (a set of reference rows).
-        generator: the source of all randomness.
+        {args: generator}
+        memory_budget: bytes (or ``"512MiB"``) the call may use: with
+            ``nt_samples_batch_size=None`` the copies per call are chosen from a
+            probe of two copies, and the wrapped method runs under the same
+            budget (see :func:`fnattr.memory_budget`); ``None``: the context's,
+            else automatic (on CPU: all copies in one call).
+        **kwargs: passed on to ``attribution_fn``.
 
     Returns:
         What ``attribution_fn`` returns, reduced over the copies; with
         ``return_convergence_delta=True`` also the ``(N * nt_samples,)`` deltas.
 
-    >>> sg = noise_tunnel(functools.partial(fnattr.gradient, model), x, target=3,
-    ...                   nt_samples=10, stdevs=0.1, generator=torch.Generator().manual_seed(0))
-    >>> smooth_ig = noise_tunnel(functools.partial(fnattr.integrated_gradients, model),
-    ...                          nt_type="vargrad")   # a transform: smooth_ig(x, target=3)
+    Example:
+        {digits}
+        >>> import functools
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sg = fnattr.noise_tunnel(functools.partial(fnattr.gradient, model), x,
+        ...                          target=labels, nt_samples=10, stdevs=0.1, generator=g)
+        >>> sg.shape
+        torch.Size([50, 1, 8, 8])
+        >>> vargrad_ig = fnattr.noise_tunnel(  # without inputs: a transform
+        ...     functools.partial(fnattr.integrated_gradients, model), nt_type="vargrad")
+        >>> vargrad_ig(x, target=labels, n_steps=8).shape
+        torch.Size([50, 1, 8, 8])
     """
     settings = dict(nt_type=nt_type, nt_samples=nt_samples, stdevs=stdevs,
                     nt_samples_batch_size=nt_samples_batch_size,
-                    draw_baseline_from_distrib=draw_baseline_from_distrib)
+                    draw_baseline_from_distrib=draw_baseline_from_distrib,
+                    memory_budget=memory_budget)
     _check_fn(attribution_fn)
     if inputs is None:
         return functools.partial(noise_tunnel, attribution_fn, generator=generator,
@@ -90,8 +109,44 @@ def noise_tunnel(
                              draw_baseline_from_distrib, generator)
     if generator is not None and _takes_generator(attribution_fn):
         kwargs["generator"] = generator
-    return smooth(attribution_fn, xs, was_tuple, noise, rows, nt_type,
-                  nt_samples_batch_size, kwargs)
+    with _budget.memory_budget(memory_budget) if memory_budget is not None else nullcontext():
+        if nt_samples_batch_size is None:
+            nt_samples_batch_size = _copies_per_call(attribution_fn, xs, was_tuple, noise, rows,
+                                                     kwargs)
+        return smooth(attribution_fn, xs, was_tuple, noise, rows, nt_type,
+                      nt_samples_batch_size, kwargs)
+
+
+def _copies_per_call(attribution_fn: Callable, xs: tuple[Tensor, ...], was_tuple: bool,
+                     noise: tuple[Tensor, ...], rows: tuple | None, kwargs: dict) -> int | None:
+    """Noisy copies per example in one call of ``attribution_fn`` under the memory
+    budget in force (``None``: all of them; also on CPU with no budget set).
+
+    The copies' cost is probed with the wrapped method unsplit; when not even
+    one copy fits, the copies go one at a time and the method splits its own
+    expansion (paths, samples) under the same budget."""
+    device = xs[0].device
+    budget = _budget.resolve(None)
+    if budget is None and _budget.automatic(device) is None:
+        return None
+
+    def run(r: int) -> Any:
+        first = None if rows is None else tuple(t if t is None else t[:, :r] for t in rows)
+        with _budget.memory_budget(None):  # the copies' own cost: the method unsplit
+            return smooth(attribution_fn, xs, was_tuple, tuple(e[:, :r] for e in noise), first,
+                          "smoothgrad", None, kwargs)
+
+    refs: list = []
+    key = ("noise_tunnel", _budget.fingerprint(getattr(attribution_fn, "func", attribution_fn),
+                                                refs),
+           tuple(_budget.fingerprint(a, refs) for a in getattr(attribution_fn, "args", ())),
+           tuple(_budget.fingerprint(x, refs) for x in xs),
+           tuple(sorted((k, _budget.fingerprint(v, refs)) for k, v in kwargs.items())))
+    try:
+        return _budget.block_rows(budget, run, key, refs, noise[0].shape[1], device,
+                                  outside=sum(x.numel() * x.element_size() for x in xs))
+    except ValueError:
+        return 1
 
 
 def draw_noise(xs: tuple[Tensor, ...], nt_samples: Any, stdevs: Any, baselines: Any,

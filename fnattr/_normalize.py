@@ -5,22 +5,10 @@ tensors, scalar or tensor baselines, the five forms of ``target``, neuron
 selectors, ``additional_forward_args``) into canonical forms here, and every
 validation error is raised here, naming the offending argument.
 
-The meanings are Captum 0.9's:
-
-* ``inputs``: a Tensor or a tuple of Tensors, dim 0 = examples.
-* ``baselines``: ``None`` (zeros), a number, a Tensor, or a tuple of those, one
-  per input; a tensor baseline has the input's shape or a batch dim of 1.
-* ``target``: ``None`` (the output is already one scalar per example), an int
-  or a tuple of ints (the same output index for every example), a 0-d tensor,
-  a 1-D tensor or list of ints (one index per example, 2-D outputs), or a list
-  of tuples (one multi-index per example).
-* ``neuron_selector``: an int or a tuple of ints/slices indexing the layer's
-  output without its batch dim (slices are summed), or a callable mapping the
-  layer value to one scalar per example. A list of selectors asks for all of
-  them in one pass.
-* ``additional_forward_args``: anything (a non-tuple is wrapped in a tuple)
-  passed after the inputs; tensors with a batch dim are repeated with the
-  inputs along a path.
+The meanings are Captum 0.9's; they are written once, in
+:data:`fnattr._docs.ARGS`, and rendered into every public docstring's
+``Args:`` (``help(fnattr.integrated_gradients)``). The public names of the
+argument types are in :mod:`fnattr.types`.
 """
 
 from __future__ import annotations
@@ -233,7 +221,13 @@ def each(targets: Any) -> Each:
     Returns:
         A marker to pass as ``target``.
 
-    >>> sal = fnattr.gradient(model, x, target=fnattr.each(range(10)))   # (10, *x.shape)
+    Example:
+        {digits}
+        >>> sal = fnattr.gradient(model, x, target=fnattr.each(range(10)))
+        >>> sal.shape  # one saliency map per class
+        torch.Size([10, 50, 1, 8, 8])
+        >>> torch.equal(sal[3], fnattr.gradient(model, x, target=3))
+        True
     """
     out = Each(targets)
     if not out.targets:

@@ -144,13 +144,53 @@ def _apply(name: str, x: Tensor) -> Tensor:
 def guided_relu(x: Tensor) -> Tensor:
     """ReLU whose backward passes ``relu(grad)`` where ``x > 0`` (guided backprop).
 
-    >>> torch.autograd.grad(guided_relu(x).sum(), x)   # ones where x > 0
+    The forward is ``relu(x)``; the backward gates the incoming gradient by the
+    input's sign *and* its own sign. Pass it to :func:`with_rule` to apply it to
+    every ReLU of a model, or call it directly in your own forward.
+
+    References:
+        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
+
+    Args:
+        x: a tensor of any shape.
+
+    Returns:
+        ``relu(x)``, with the guided backward.
+
+    Example:
+        >>> import torch, fnattr
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> (g,) = torch.autograd.grad(fnattr.guided_relu(x), x, torch.tensor([5.0, 5.0, -5.0]))
+        >>> g  # kept only where x > 0 and the incoming gradient > 0
+        tensor([0., 5., 0.])
     """
     return _apply("guided", x)
 
 
 def deconv_relu(x: Tensor) -> Tensor:
-    """ReLU whose backward passes ``relu(grad)`` whatever ``x`` (deconvolution)."""
+    """ReLU whose backward passes ``relu(grad)`` whatever ``x`` (deconvolution).
+
+    The forward is ``relu(x)``; the backward keeps the positive part of the
+    incoming gradient and ignores the input's sign. Pass it to
+    :func:`with_rule` to apply it to every ReLU of a model.
+
+    References:
+        Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901
+
+    Args:
+        x: a tensor of any shape.
+
+    Returns:
+        ``relu(x)``, with the deconvolution backward.
+
+    Example:
+        >>> import torch, fnattr
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> (g,) = torch.autograd.grad(fnattr.deconv_relu(x), x, torch.tensor([5.0, 5.0, -5.0]))
+        >>> g  # the positive part of the incoming gradient, whatever x
+        tensor([5., 5., 0.])
+    """
     return _apply("deconv", x)
 
 
@@ -189,17 +229,22 @@ def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_
     method: ``guided_backprop(model, x) == gradient(with_rule(model,
     guided_relu), x)``. Scoped to each call; nothing is left patched when it
     returns or raises. Works under ``torch.func.grad``/``vmap`` and
-    ``torch.compile`` (see the module docs for exactly which calls are reached).
+    ``torch.compile`` (see :mod:`fnattr._rules` for exactly which calls are
+    reached).
 
     Args:
-        forward_func: the model or any callable.
+        forward_func: the model or any callable (not TorchScript).
         rule: :func:`guided_relu` or :func:`deconv_relu`.
 
     Returns:
         A callable with ``forward_func``'s signature.
 
-    >>> guided = with_rule(model, guided_relu)
-    >>> neuron_gradient(guided, model.conv2, x, (0, 3, 3))   # NeuronGuidedBackprop
+    Example:
+        {digits}
+        >>> guided = fnattr.with_rule(model, fnattr.guided_relu)
+        >>> attr = fnattr.neuron_gradient(guided, "features.2", x, (0, 3, 3))
+        >>> torch.equal(attr, fnattr.neuron_guided_backprop(model, "features.2", x, (0, 3, 3)))
+        True
     """
     if rule not in _RULES:
         raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")

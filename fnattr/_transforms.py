@@ -24,7 +24,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import _engine, _normalize as N
+from .types import ForwardFunc, NeuronSelector, Target
+
+from . import _budget, _engine, _normalize as N
 from ._gauss import gauss_legendre
 
 __all__ = [
@@ -51,17 +53,18 @@ def quadrature(method: str = "gausslegendre", n_steps: int = 50) -> tuple[tuple[
     recently computed rules are cached (``QUADRATURE_CACHE`` of them).
 
     Args:
-        method: ``riemann_right``, ``riemann_left``, ``riemann_middle``,
-            ``riemann_trapezoid`` or ``gausslegendre``.
+        {args: method}
         n_steps: number of nodes (>= 2 for Riemann rules, >= 1 for Gauss-Legendre).
 
     Returns:
         ``(alphas, weights)``: two tuples of ``n_steps`` floats. The weights
         sum to 1, except ``riemann_trapezoid``'s (``1 - 1/n``, as in Captum).
 
-    >>> alphas, weights = quadrature("riemann_trapezoid", 3)
-    >>> alphas, weights
-    ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
+    Example:
+        >>> import fnattr
+        >>> alphas, weights = fnattr.quadrature("riemann_trapezoid", 3)
+        >>> alphas, weights
+        ((0.0, 0.5, 1.0), (0.16666666666666666, 0.3333333333333333, 0.16666666666666666))
     """
     key = N.check_method(method, n_steps)
     if key not in _QUADRATURE:  # computed eagerly: numpy and ``tolist`` do not trace
@@ -93,13 +96,28 @@ def _quadrature(method: str, n: int) -> tuple[tuple[float, ...], tuple[float, ..
     return tuple(alphas.tolist()), tuple(weights)
 
 
-def target_objective(target: Any = None) -> Callable[[Tensor, Any], Tensor]:
+def target_objective(target: Target = None) -> Callable[[Tensor, Any], Tensor]:
     """The objective "the model's output at ``target``", one scalar per example.
 
-    ``target`` has Captum's meanings (see :mod:`fnattr` docs, "Shared
-    arguments"). Returns ``objective(output, layer_value) -> Tensor[N]``.
+    *What* is explained, as a value: pass it to :func:`input_gradients`,
+    :func:`layer_gradients` or :func:`path_average`'s gradient function.
+    ``fnattr.each`` of K targets gives :func:`targets_objective`.
 
-    >>> grads = input_gradients(model, (x,), target_objective(3))
+    Args:
+        {args: target}
+
+    Returns:
+        ``objective(output, layer_value=None)`` returning a tensor ``[N]``
+        (``[K, N]`` for ``fnattr.each`` of K targets).
+
+    Example:
+        {digits}
+        >>> objective = fnattr.target_objective(labels)
+        >>> objective(model(x)).shape
+        torch.Size([50])
+        >>> (g,) = fnattr.input_gradients(model, (x,), objective)
+        >>> g.shape
+        torch.Size([50, 1, 8, 8])
     """
     if isinstance(target, N.Each):
         return targets_objective(target.targets)
@@ -111,7 +129,23 @@ def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]
 
     Each entry of ``targets`` is one Captum ``target`` (an int, a tuple, a
     per-example list or tensor); row ``k`` of the result is the output at
-    ``targets[k]``. One forward serves all K.
+    ``targets[k]``. One forward serves all K, and the gradient of a ``[K, N]``
+    objective is one vectorized backward.
+
+    Args:
+        targets: a sequence of K targets, each one of ``target``'s forms.
+
+    Returns:
+        ``objective(output, layer_value=None)`` returning a tensor ``[K, N]``.
+
+    Example:
+        {digits}
+        >>> objective = fnattr.targets_objective([0, labels])
+        >>> objective(model(x)).shape
+        torch.Size([2, 50])
+        >>> (g,) = fnattr.input_gradients(model, (x,), objective)
+        >>> g.shape
+        torch.Size([2, 50, 1, 8, 8])
     """
     targets = tuple(targets)
     if not targets:
@@ -124,17 +158,27 @@ def targets_objective(targets: Sequence[Any]) -> Callable[[Tensor, Any], Tensor]
     return objective
 
 
-def neuron_objective(neuron_selector: Any) -> Callable[[Any, Any], Tensor]:
+def neuron_objective(neuron_selector: NeuronSelector) -> Callable[[Any, Any], Tensor]:
     """The objective "the value of a neuron of the tapped layer", per example.
 
-    ``neuron_selector``: an int, a tuple of ints/slices (slices are summed), a
-    callable on the layer value, or a **list** of those (then the objective
-    is ``(K, N)``: all K neurons from one forward), or ``"all"``: every neuron
-    of the layer, ``K = value[0].numel()`` rows in row-major order of the
-    layer's per-example shape (reshape the result's leading dim to that shape).
+    A list of selectors makes a ``[K, N]`` objective (all K neurons from one
+    forward); ``"all"`` takes every neuron of the layer, ``K =
+    value[0].numel()`` rows in row-major order of the layer's per-example shape
+    (reshape the result's leading dim to that shape).
 
-    >>> grads = input_gradients(model, (x,), neuron_objective([(0,), (1,)]),
-    ...                         layer=model.fc1)        # shape (2, *x.shape)
+    Args:
+        {args: neuron_selector}
+
+    Returns:
+        ``objective(output, layer_value)`` returning a tensor ``[N]`` (``[K,
+        N]`` for K selectors); use it with ``layer=`` in :func:`input_gradients`.
+
+    Example:
+        {digits}
+        >>> objective = fnattr.neuron_objective([0, 1])
+        >>> (g,) = fnattr.input_gradients(model, (x,), objective, layer=model.classifier[1])
+        >>> g.shape
+        torch.Size([2, 50, 1, 8, 8])
     """
     selectors, many = N.format_selectors(neuron_selector)
 
@@ -171,7 +215,7 @@ def _per_example(picked: Tensor, value: Any) -> Tensor:
 
 
 def input_gradients(
-    forward_func: Callable,
+    forward_func: ForwardFunc,
     inputs: Sequence[Tensor],
     objective: Callable,
     *,
@@ -186,28 +230,31 @@ def input_gradients(
     With ``layer`` given, ``objective`` reads that layer's output (or input,
     with ``attribute_to_layer_input``) instead of the model's output, and the
     forward stops at the layer when the model provably calls it once (a chain
-    of plain ``nn.Sequential`` containers; see ``fnattr._engine.runs_once``). A ``(K, N)`` objective gives
+    of plain ``nn.Sequential`` containers). A ``[K, N]`` objective gives
     gradients with a leading ``K`` from one forward and a vectorized backward
     (``chunk_size`` rows at a time).
 
     Args:
-        forward_func: the model or any callable ``f(*inputs, *args)``.
-        inputs: a tuple of tensors, dim 0 = examples.
+        {args: forward_func}
+        inputs: a tuple of tensors ``[N, ...]`` (always a tuple here).
         objective: from :func:`target_objective`, :func:`neuron_objective`, or
             your own ``objective(output, layer_value) -> Tensor[N] | Tensor[K, N]``.
-        additional_forward_args: a tuple passed after the inputs.
-        layer: the layer whose value the objective reads, if any.
+        additional_forward_args: a tuple passed to the model after the inputs.
+        layer: the ``nn.Module`` whose value the objective reads, if any.
         attribute_to_layer_input: read the layer's input instead of its output.
         create_graph: keep the result differentiable.
         chunk_size: rows per vectorized backward over K (``None``: chosen from
-            the bytes the forward saves for fnattr's objectives, see
-            ``fnattr._engine._auto_chunk``; all K for your own objectives
-            unless you set ``objective.stacked = True``).
+            the bytes the forward saves for fnattr's objectives; all K for your
+            own objectives unless you set ``objective.stacked = True``).
 
     Returns:
         A tuple of gradients shaped like ``inputs`` (with a leading ``K``).
 
-    >>> (g,) = input_gradients(model, (x,), target_objective(0))
+    Example:
+        {digits}
+        >>> (g,) = fnattr.input_gradients(model, (x,), fnattr.target_objective(labels))
+        >>> torch.equal(g, fnattr.gradient(model, x, target=labels))
+        True
     """
     N.check_forward_func(forward_func)
     N.check_floating(inputs)
@@ -223,7 +270,7 @@ def input_gradients(
 
 
 def layer_gradients(
-    forward_func: Callable,
+    forward_func: ForwardFunc,
     layer: nn.Module,
     inputs: Sequence[Tensor],
     objective: Callable,
@@ -240,14 +287,34 @@ def layer_gradients(
     The layer's output (or input) is tapped with a zero probe; the gradient
     with respect to the probe is returned, one tensor per tensor of the
     layer's value (Captum's tuple convention), with a leading ``K`` for a
-    ``(K, N)`` objective. With ``return_value`` the layer's value is returned
-    too, as ``(grads, value)`` (a copy taken when the layer ran). With
-    ``substitute`` (one tensor per tensor of the layer's value, same shapes)
-    the layer's value is *replaced* by those tensors at every call and the
-    gradient is taken at them: the inputs only drive the rest of the forward
-    and may be integer token ids (see :func:`fnattr.layer_integrated_gradients`).
+    ``[K, N]`` objective. With ``substitute`` (one tensor per tensor of the
+    layer's value, same shapes) the layer's value is *replaced* by those
+    tensors at every call and the gradient is taken at them: the inputs only
+    drive the rest of the forward and may be integer token ids (see
+    :func:`fnattr.layer_integrated_gradients`).
 
-    >>> (g,) = layer_gradients(model, model.fc1, (x,), target_objective(0))
+    Args:
+        {args: forward_func}
+        layer: the ``nn.Module`` whose value the gradient is taken at.
+        inputs: a tuple of tensors ``[N, ...]`` (always a tuple here).
+        objective: as in :func:`input_gradients`.
+        additional_forward_args: a tuple passed to the model after the inputs.
+        {args: attribute_to_layer_input, create_graph, chunk_size}
+        return_value: also return the layer's value (a copy taken when the
+            layer ran), as ``(grads, value)``.
+        substitute: tensors to put in place of the layer's value (``None``:
+            the value the layer computes).
+
+    Returns:
+        A tuple of gradients shaped like the layer's value (with a leading
+        ``K``); ``(grads, value)`` with ``return_value``.
+
+    Example:
+        {digits}
+        >>> layer = model.classifier[1]  # linear(256 -> 32)
+        >>> (g,) = fnattr.layer_gradients(model, layer, (x,), fnattr.target_objective(labels))
+        >>> g.shape
+        torch.Size([50, 32])
     """
     N.check_forward_func(forward_func)
     layer = N.resolve_layer(forward_func, layer)
@@ -292,13 +359,14 @@ def path_average(
     alphas: Tensor | Sequence[float],
     weights: Tensor | Sequence[float],
     *,
-    target: Any = None,
+    target: Target = None,
     additional_forward_args: tuple = (),
     multiply_by_delta: bool = False,
     stacked: bool = False,
     internal_batch_size: int | None = None,
     reduce: bool = True,
     convex: bool = False,
+    memory_budget: int | str | None = None,
 ) -> tuple[Tensor, ...]:
     """Weighted average of a gradient function over points on straight paths.
 
@@ -306,24 +374,23 @@ def path_average(
     (times ``x_s - b_s`` with ``multiply_by_delta``), where ``g`` is
     ``grad_fn`` evaluated on one expanded batch of path points (step-major
     rows, like Captum), so the model sees large batches and one backward.
-
     ``inputs``/``baselines`` entries are per example ``(N, ...)`` (shared by
     all points: deterministic quadrature) or per point ``(S, N, ...)``
-    (sampled paths); ``alphas`` is ``(S,)`` or ``(S, N)``. ``target`` and
-    tensor ``additional_forward_args`` with a batch dim are repeated along with
-    the points. ``internal_batch_size`` bounds the rows per forward (whole
-    steps at a time, or slices of examples within a step when it is below
-    ``N``): it changes memory, never the result.
+    (sampled paths); ``alphas`` is ``(S,)`` or ``(S, N)``.
 
     Args:
         grad_fn: ``grad_fn(points, target_rows, args_rows)`` -> tuple of per-row
             gradients (with a leading ``K`` when ``stacked``).
-        inputs, baselines: path ends and starts, one entry per input tensor.
-        alphas, weights: the path positions and their weights (see :func:`quadrature`).
-        target, additional_forward_args: per-example values repeated per row.
+        inputs: path ends, a tuple with one tensor per input.
+        baselines: path starts, a tuple with one number or tensor per input.
+        alphas: the path positions (see :func:`quadrature`, :func:`sample_paths`).
+        weights: one weight per position.
+        target: per-example values, repeated for every point's row.
+        additional_forward_args: a tuple; tensors with a batch dim are repeated
+            for every point's row.
         multiply_by_delta: multiply each point's gradient by ``x - b``.
         stacked: ``grad_fn`` returns a leading ``K`` dim (many targets/neurons).
-        internal_batch_size: maximum rows per forward.
+        {args: internal_batch_size}
         reduce: if False, return the unweighted per-point values
             ``(S, N, ...)`` instead of their weighted sum (e.g. to compute a
             convergence delta per sample).
@@ -332,9 +399,26 @@ def path_average(
             integrated gradients, conductance and internal influence). The two
             differ by rounding (~1e-7 in float32), enough to flip a ReLU or
             max-pool kink.
+        memory_budget: bytes (or ``"512MiB"``) the call's working memory may
+            use when ``internal_batch_size`` is None: the block size (and the K
+            chunk) come from a probe of two rows (see ``fnattr._budget``).
+            ``None``: the :func:`fnattr.memory_budget` context's, else automatic.
 
     Returns:
         A tuple of ``(N, ...)`` tensors (``(K, N, ...)`` when ``stacked``).
+
+    Example:
+        {digits}
+        >>> def grad_fn(points, target_rows, args_rows):  # integrated gradients by hand
+        ...     objective = fnattr.target_objective(target_rows)
+        ...     return fnattr.input_gradients(model, points, objective,
+        ...                                   additional_forward_args=args_rows)
+        >>> alphas, weights = fnattr.quadrature("gausslegendre", 16)
+        >>> (attr,) = fnattr.path_average(grad_fn, (x,), (0.0,), alphas, weights,
+        ...                               target=labels, multiply_by_delta=True)
+        >>> ig = fnattr.integrated_gradients(model, x, target=labels, n_steps=16)
+        >>> torch.allclose(attr, ig, atol=1e-6)
+        True
     """
     ref = next(t for t in inputs if isinstance(t, Tensor))
     N.check_floating(inputs)
@@ -347,16 +431,9 @@ def path_average(
     s = alphas.shape[0]
     per_point = alphas.dim() == 2
     n = ref.shape[1] if per_point else ref.shape[0]
-    if internal_batch_size is None or internal_batch_size >= s * n:
-        blocks = [(0, s, 0, n)]
-    elif internal_batch_size >= n:
-        steps = internal_batch_size // n
-        blocks = [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
-    else:
-        blocks = [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
-                  for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
-    total: list[Tensor] | None = None
-    for s0, s1, n0, n1 in blocks:
+
+    def run(block: tuple[int, int, int, int]) -> list[Tensor]:
+        s0, s1, n0, n1 = block
         a = alphas[s0:s1] if not per_point else alphas[s0:s1, n0:n1]
         ends = [_block(x, s0, s1, n0, n1, per_point) for x in inputs]
         starts = [_block(b, s0, s1, n0, n1, per_point) for b in baselines]
@@ -364,11 +441,24 @@ def path_average(
                        for x, b in zip(ends, starts))
         args = tuple(_arg_rows(t, n0, n1, s1 - s0, n) for t in additional_forward_args)
         grads = grad_fn(points, _target_rows(target, n0, n1, s1 - s0, n), args)
-        part = _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
+        return _reduce_block(grads, weights[s0:s1], ends, starts, (s1 - s0, n1 - n0),
                              multiply_by_delta, stacked, reduce)
-        if len(blocks) == 1:
-            return tuple(part)
-        total = _accumulate(total, part, (s0, s1, n0, n1), (s, n), stacked, reduce)
+
+    chunk = None
+    if internal_batch_size is None:
+        internal_batch_size, chunk = _budget.path_plan(
+            run, grad_fn, memory_budget, inputs, baselines, alphas, target,
+            additional_forward_args, (stacked, multiply_by_delta, reduce))
+    elif not _engine.transforms_active():
+        _budget.parse(memory_budget)  # checked even where internal_batch_size wins
+    blocks = _blocks(internal_batch_size, s, n)
+    if len(blocks) == 1:
+        with _budget.chunk_limit(chunk):
+            return tuple(run(blocks[0]))
+    total: list[Tensor] | None = None
+    with _budget.chunk_limit(chunk):
+        for block in blocks:
+            total = _accumulate(total, run(block), block, (s, n), stacked, reduce)
     return tuple(total)
 
 
@@ -394,6 +484,18 @@ def _reduce_block(grads, w, ends, starts, sizes, multiply_by_delta, stacked, red
                     if not stacked else torch.einsum("s,ks...->k...", w.to(g.dtype), g)
             part.append(g)
     return part
+
+
+def _blocks(internal_batch_size: int | None, s: int, n: int) -> list[tuple[int, int, int, int]]:
+    """``(s0, s1, n0, n1)`` blocks of at most ``internal_batch_size`` rows: whole
+    steps at a time, or slices of examples within a step when it is below ``n``."""
+    if internal_batch_size is None or internal_batch_size >= s * n:
+        return [(0, s, 0, n)]
+    if internal_batch_size >= n:
+        steps = internal_batch_size // n
+        return [(s0, min(s0 + steps, s), 0, n) for s0 in range(0, s, steps)]
+    return [(s0, s0 + 1, n0, min(n0 + internal_batch_size, n))
+            for s0 in range(s) for n0 in range(0, n, internal_batch_size)]
 
 
 def _block(t: Any, s0: int, s1: int, n0: int, n1: int, per_point: bool) -> Any:
@@ -430,6 +532,9 @@ def _accumulate(total, part, block, sizes, stacked, reduce):
 
 
 def _put(t: Tensor, index: tuple, p: Tensor) -> Tensor:
+    if not (t.requires_grad or p.requires_grad or _engine.transforms_active()):
+        t[index] += p  # in place: no second copy of the result per block
+        return t
     t = t.clone()  # out of place: the accumulation stays differentiable
     t[index] = t[index] + p
     return t
@@ -454,15 +559,23 @@ def sample_paths(
     float32 and float64 inputs (reproducible per seed and dtype).
 
     Args:
-        inputs: tuple of ``(N, ...)`` tensors.
-        baselines: tuple of reference rows ``(B, ...)`` or numbers.
+        inputs: a tuple of ``(N, ...)`` tensors.
+        baselines: a tuple of reference rows ``(B, ...)`` or numbers, one per input.
         n_samples: samples per example ``S``.
-        stdevs: one noise standard deviation per input.
-        generator: the source of randomness.
+        stdevs: a tuple with one noise standard deviation per input.
+        {args: generator}
 
     Returns:
         ``ends`` (noisy inputs) and ``starts`` (drawn baselines), tuples of
         ``(S, N, ...)`` tensors, and ``alphas`` of shape ``(S, N)``.
+
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> ends, starts, alphas = fnattr.sample_paths((x,), (torch.zeros(4, 1, 8, 8),), 8,
+        ...                                            (0.1,), g)
+        >>> ends[0].shape, starts[0].shape, alphas.shape
+        (torch.Size([8, 50, 1, 8, 8]), torch.Size([8, 50, 1, 8, 8]), torch.Size([8, 50]))
     """
     n_samples = N.check_positive_int(n_samples, "n_samples")
     stdevs = N.format_stdevs(stdevs, len(inputs))

@@ -62,7 +62,15 @@ def sanity_check(results: Mapping[str, Mapping[str, Any]], *, title: str | None 
     Returns:
         The figure.
 
-    >>> fig = sanity_check({"gradient": metrics.model_randomization(fnattr.gradient, model, x)})
+    Example:
+        {digits}
+        >>> import fnattr.viz
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sims = fnattr.metrics.model_randomization(fnattr.gradient, model, x,
+        ...                                           target=labels, generator=g)
+        >>> fig = fnattr.viz.sanity_check({"gradient": sims})
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()][:2]
+        ['original', 'classifier.3']
     """
     _check_mapping(results, "results")
     layers = list(next(iter(results.values())))
@@ -104,7 +112,14 @@ def deletion_curves(curves: Mapping[str, tuple[Any, Any]], *, title: str | None 
     Returns:
         The figure.
 
-    >>> fig = deletion_curves({"gradient": metrics.pixel_flipping(model, x, attr, y)})
+    Example:
+        {digits}
+        >>> import fnattr.viz
+        >>> attr = fnattr.gradient(model, x, target=labels)
+        >>> curve = fnattr.metrics.pixel_flipping(model, x, attr, labels, steps=8)
+        >>> fig = fnattr.viz.deletion_curves({"gradient": curve})
+        >>> fig.axes[0].get_legend().get_texts()[0].get_text()
+        'gradient (AUC ...)'
     """
     _check_mapping(curves, "curves")
     ax = _axes(ax, 5.0, 3.5)

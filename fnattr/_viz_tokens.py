@@ -78,7 +78,13 @@ def tokens(
     Returns:
         A :class:`matplotlib.figure.Figure`, or a ``str`` of HTML.
 
-    >>> fig = viz.tokens(["[CLS]", "a", "fine", "film"], torch.tensor([0., .1, .8, -.3]))
+    Example:
+        >>> import torch, fnattr.viz
+        >>> words, scores = ["[CLS]", "a", "fine", "film"], torch.tensor([0.0, 0.1, 0.8, -0.3])
+        >>> fig = fnattr.viz.tokens(words, scores)
+        >>> html = fnattr.viz.tokens(words, scores, html=True)
+        >>> html.count('<span title="')  # one span per token, its score as tooltip
+        4
     """
     viz = _viz()
     words = _words(tokens)
@@ -191,12 +197,20 @@ def token_matrix(
         row_tokens: labels of the rows (e.g. the generated tokens).
         col_tokens: labels of the columns (e.g. the prompt tokens).
         matrix: a ``(len(row_tokens), len(col_tokens))`` Tensor or array.
-        cmap, vmax, title, ax: as in :func:`tokens`.
+        cmap: a diverging colormap (name or object).
+        vmax: the magnitude at the ends of the scale (default: the largest ``|value|``).
+        title: optional title.
+        ax: axes to draw into; by default a new figure.
 
     Returns:
         The :class:`matplotlib.figure.Figure`.
 
-    >>> fig = viz.token_matrix(generated, prompt, token_scores(attr)[:, 0, :len(prompt)])
+    Example:
+        >>> import torch, fnattr.viz
+        >>> prompt, generated = ["the", "cat", "sat"], ["on", "the", "mat"]
+        >>> fig = fnattr.viz.token_matrix(generated, prompt, torch.randn(3, 3))
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        ['on', 'the', 'mat']
     """
     viz = _viz()
     rows, cols = _words(row_tokens, "row_tokens"), _words(col_tokens, "col_tokens")

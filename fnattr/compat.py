@@ -249,3 +249,9 @@ class NoiseTunnel(_Shell):
         per_example = delta.reshape(-1, nt_samples)
         return attrs, torch.cat([per_example[:, s:s + batch].reshape(-1)
                                  for s in range(0, nt_samples, batch)])
+
+# Resolved annotations in the hand-written classes' signatures (fnattr._docs).
+from ._docs import render_public as _render_public  # noqa: E402
+
+_render_public(globals(), ["LayerAttribution", "NoiseTunnel"])
+del _render_public

@@ -18,7 +18,8 @@ Example:
     >>> from fnattr import viz
     >>> attribution = torch.randn(1, 8, 8)
     >>> fig = viz.heatmap(attribution, torch.rand(1, 8, 8), sign="positive")
-    >>> viz.save(fig, "attribution.png")  # doctest: +SKIP
+    >>> viz.save(fig, "attribution.png")
+    PosixPath('attribution.png')
 """
 
 from __future__ import annotations
@@ -181,7 +182,12 @@ def heatmap(
         The figure holding the plot (``ax``'s figure when ``ax`` is given).
 
     Example:
-        >>> fig = heatmap(torch.randn(3, 8, 8), torch.rand(8, 8), sign="absolute", neuron=(4,))
+        {digits}
+        >>> import fnattr.viz
+        >>> attr = fnattr.integrated_gradients(model, x, target=labels)  # [50, 1, 8, 8]
+        >>> fig = fnattr.viz.heatmap(attr[0], x[0], title=f"digit {int(labels[0])}")
+        >>> len(fig.axes)  # the heatmap and its colorbar
+        2
     """
     _check_sign(sign)
     if isinstance(alpha, bool) or not isinstance(alpha, Real):
@@ -323,9 +329,14 @@ def grid(
         A new figure with ``rows x N`` heatmap axes (plus colorbars).
 
     Example:
-        >>> batch = torch.randn(12, 1, 8, 8)
-        >>> fig = grid({"gradient": batch, "gradient x input": batch * 2},
-        ...            titles=[str(i) for i in range(12)], max_examples=4)
+        {digits}
+        >>> import fnattr.viz
+        >>> rows = {"gradient": fnattr.gradient(model, x, target=labels),
+        ...         "integrated gradients": fnattr.integrated_gradients(model, x, target=labels)}
+        >>> fig = fnattr.viz.grid(rows, x, titles=[str(int(t)) for t in labels],
+        ...                       max_examples=4)  # "showing 4 of 50 examples"
+        >>> len(fig.axes)  # 2 rows x 4 examples, and one colorbar per row
+        10
     """
     for reserved in ("ax", "title", "vmax", "neuron"):
         if reserved in heatmap_kwargs:
@@ -416,7 +427,11 @@ def bar(
         The figure holding the plot (``ax``'s figure when ``ax`` is given).
 
     Example:
-        >>> fig = bar(torch.tensor([0.5, -0.2, 0.1]), ["age", "income", "height"], top_k=2)
+        >>> import torch, fnattr.viz
+        >>> attr = torch.tensor([0.5, -0.2, 0.1])  # e.g. one row of a tabular attribution
+        >>> fig = fnattr.viz.bar(attr, ["age", "income", "height"], top_k=2)
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]  # largest first
+        ['age', 'income']
     """
     values = _to_numpy(attribution, "attribution")
     if values.ndim != 1 or values.size == 0:
@@ -469,7 +484,9 @@ def save(fig: Figure, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
         ``path`` as a :class:`pathlib.Path`.
 
     Example:
-        >>> save(heatmap(torch.randn(8, 8)), "out/saliency.png")  # doctest: +SKIP
+        >>> import torch, fnattr.viz
+        >>> fnattr.viz.save(fnattr.viz.heatmap(torch.randn(8, 8)), "saliency.png")
+        PosixPath('saliency.png')
     """
     if not isinstance(fig, Figure):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
@@ -491,3 +508,9 @@ from ._viz_metrics import deletion_curves, sanity_check  # noqa: E402,F401  (met
 from ._viz_tokens import token_matrix, tokens  # noqa: E402  (token attributions)
 
 __all__ += ["deletion_curves", "sanity_check", "tokens", "token_matrix"]
+
+# Shared argument texts and resolved annotations in the docstrings (fnattr._docs).
+from ._docs import render_public as _render_public  # noqa: E402
+
+_render_public(globals(), __all__)
+del _render_public

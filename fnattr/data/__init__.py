@@ -34,7 +34,8 @@ class DigitsNet(nn.Module):
         num_classes: Number of output logits.
 
     Example:
-        >>> net = DigitsNet()
+        >>> import torch, fnattr.data
+        >>> net = fnattr.data.DigitsNet()  # untrained; load_digits_model() is trained
         >>> net(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
@@ -70,9 +71,14 @@ def load_digits_model() -> DigitsNet:
 
     Each call builds a fresh module, so callers may modify or move it freely.
 
+    Returns:
+        A :class:`DigitsNet` mapping ``[N, 1, 8, 8]`` images in ``[0, 1]`` to
+        logits ``[N, 10]``.
+
     Example:
-        >>> model = load_digits_model()
-        >>> images, labels = load_digits_examples()
+        >>> import fnattr.data
+        >>> model = fnattr.data.load_digits_model()
+        >>> images, labels = fnattr.data.load_digits_examples()
         >>> model(images).argmax(dim=1).shape
         torch.Size([50])
     """
@@ -89,6 +95,12 @@ def load_digits_examples() -> tuple[torch.Tensor, torch.Tensor]:
         with values in ``[0, 1]`` (pixel values / 16), ``labels`` is int64 of
         shape ``[N]``. The shipped artifact has 5 digits per class, interleaved:
         ``N == 50`` and ``labels[i] == i % 10``.
+
+    Example:
+        >>> import fnattr.data
+        >>> images, labels = fnattr.data.load_digits_examples()
+        >>> images.shape, labels[:12].tolist()
+        (torch.Size([50, 1, 8, 8]), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
     """
     artifact = _load_artifact()
     return artifact["images"], artifact["labels"]

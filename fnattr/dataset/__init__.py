@@ -40,7 +40,12 @@ def open_attributions(out: Any) -> zarr.Group:
     Returns:
         The ``zarr.Group``.
 
-    >>> attrs = open_attributions("val.zarr")["attributions"][:100]
+    Example:
+        {digits}
+        >>> _ = fnattr.attribute_dataset(fnattr.gradient, model, (x, labels), "saliency.zarr")
+        >>> group = fnattr.open_attributions("saliency.zarr")
+        >>> group["attributions"].shape, group["target"][:3].tolist()
+        ((50, 1, 8, 8), [0, 1, 2])
     """
     import zarr
 
@@ -185,10 +190,15 @@ def attribute_dataset(
         RuntimeError: the method failed on a batch (names the chunk and examples)
             or another process did.
 
-    >>> store = attribute_dataset(fnattr.integrated_gradients, model, (X, Y), "ig.zarr",
-    ...                           n_steps=50, batch_size=32)
-    >>> store["attributions"].shape
-    (1000, 3, 32, 32)
+    Example:
+        {digits}
+        >>> store = fnattr.attribute_dataset(fnattr.integrated_gradients, model, (x, labels),
+        ...                                  "ig.zarr", n_steps=16, batch_size=16)
+        >>> store["attributions"].shape, store["delta"].shape
+        ((50, 1, 8, 8), (50,))
+        >>> ig = fnattr.integrated_gradients(model, x, target=labels, n_steps=16)
+        >>> torch.allclose(torch.from_numpy(store["attributions"][:]), ig, atol=1e-5)
+        True
     """
     return run(method, model, data, out, {}, layer=layer, target=target,
                batch_size=batch_size, seed=seed, device=device, num_workers=num_workers,

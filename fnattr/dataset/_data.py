@@ -104,8 +104,18 @@ def from_folder(path: str, transform: Any = None) -> ImageFolder:
     Returns:
         A map-style Dataset with ``classes`` and ``samples`` (path, label) lists.
 
-    >>> ds = from_folder("val/")           # val/cat/1.png, val/dog/a/2.png, ...
-    >>> x, y = ds[0]
+    Example:
+        >>> import os, numpy as np, fnattr.dataset
+        >>> from PIL import Image
+        >>> for name in ("cat", "dog"):  # val/cat/1.png, val/dog/1.png
+        ...     os.makedirs(f"val/{name}", exist_ok=True)
+        ...     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(f"val/{name}/1.png")
+        >>> ds = fnattr.dataset.from_folder("val")
+        >>> ds.classes, len(ds)
+        (['cat', 'dog'], 2)
+        >>> x, y = ds[1]
+        >>> x.shape, y
+        (torch.Size([3, 8, 8]), 1)
     """
     if not os.path.isdir(path):
         raise ValueError(f"`path` {path!r} is not a folder")
@@ -122,7 +132,12 @@ def load_dataset_spec(spec: str) -> Any:
     Returns:
         The dataset.
 
-    >>> ds = load_dataset_spec("mypkg.data:validation_set")
+    Example:
+        >>> import fnattr.dataset
+        >>> spec = "fnattr.data:load_digits_examples"  # called: returns (images, labels)
+        >>> images, labels = fnattr.dataset.load_dataset_spec(spec)
+        >>> images.shape
+        torch.Size([50, 1, 8, 8])
     """
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:

@@ -8,17 +8,18 @@ import torch
 from torch import Tensor
 
 from .. import _normalize as N
+from ..types import Baselines, ForwardFunc, Target, TensorOrTuple
 from . import _common as C
 
 
 def pixel_flipping(
-    forward_func: Callable,
-    inputs: N.TensorOrTuple,
-    attributions: N.TensorOrTuple,
-    target: N.TargetType = None,
+    forward_func: ForwardFunc,
+    inputs: TensorOrTuple,
+    attributions: TensorOrTuple,
+    target: Target = None,
     *,
     steps: int = 20,
-    baseline: N.BaselineType = 0.0,
+    baseline: Baselines = 0.0,
     most_relevant_first: bool = True,
     additional_forward_args: Any = None,
     max_examples_per_batch: int | None = None,
@@ -45,13 +46,15 @@ def pixel_flipping(
         al., "RISE", https://arxiv.org/abs/1806.07421 (insertion).
 
     Args:
-        forward_func, inputs, target, additional_forward_args: see the README.
+        {args: forward_func, inputs}
         attributions: one tensor per input, broadcastable to the input's shape
             with the same batch dim.
+        {args: target[single]}
         steps: points of the curve besides the start.
         baseline: the value of a deleted feature (a number, or a tensor per
             input shaped like it or with a batch dim of 1).
         most_relevant_first: deletion (``True``) or insertion (``False``).
+        {args: additional_forward_args}
         max_examples_per_batch: rows per forward; ``None``: one batch.
         generator: breaks ties between equal attributions at random.
 
@@ -59,8 +62,14 @@ def pixel_flipping(
         ``(fractions, scores)``: ``Tensor[steps + 1]`` from 0 to 1 and
         ``Tensor[N, steps + 1]``.
 
-    >>> fractions, scores = pixel_flipping(model, x, fnattr.gradient(model, x, 3) * x, 3)
-    >>> area = auc(fractions, scores)
+    Example:
+        {digits}
+        >>> attr = fnattr.integrated_gradients(model, x, target=labels)
+        >>> fractions, scores = fnattr.metrics.pixel_flipping(model, x, attr, labels, steps=8)
+        >>> fractions.shape, scores.shape
+        (torch.Size([9]), torch.Size([50, 9]))
+        >>> fnattr.metrics.auc(fractions, scores).shape  # lower: a better deletion order
+        torch.Size([50])
     """
     xs, attrs, bs, args = _check(forward_func, inputs, attributions, target, steps, baseline,
                                  most_relevant_first, additional_forward_args,
@@ -84,8 +93,21 @@ def pixel_flipping(
 def auc(fractions: Tensor, scores: Tensor) -> Tensor:
     """Area under curves by the trapezoidal rule: ``Tensor[N]`` for ``scores[N, S+1]``.
 
-    >>> auc(torch.linspace(0, 1, 3), torch.tensor([[1.0, 0.5, 0.0]]))
-    tensor([0.5000])
+    The summary of a :func:`pixel_flipping` curve (deletion: lower is better;
+    insertion: higher is better).
+
+    Args:
+        fractions: a 1-D tensor ``[S + 1]`` of x positions (the fractions of
+            features switched).
+        scores: a tensor ``[..., S + 1]``, one curve per row.
+
+    Returns:
+        A tensor ``[...]``: one area per curve.
+
+    Example:
+        >>> import torch, fnattr
+        >>> fnattr.metrics.auc(torch.linspace(0, 1, 3), torch.tensor([[1.0, 0.5, 0.0]]))
+        tensor([0.5000])
     """
     if not isinstance(fractions, Tensor) or fractions.dim() != 1:
         raise TypeError("`fractions` must be a 1-D tensor")

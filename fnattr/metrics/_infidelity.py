@@ -8,17 +8,18 @@ import torch
 from torch import Tensor
 
 from .. import _normalize as N
+from ..types import Baselines, ForwardFunc, Target, TensorOrTuple
 from . import _common as C
 
 
 def infidelity(
-    forward_func: Callable,
+    forward_func: ForwardFunc,
     perturb_func: Callable,
-    inputs: N.TensorOrTuple,
-    attributions: N.TensorOrTuple,
-    baselines: N.BaselineType = None,
+    inputs: TensorOrTuple,
+    attributions: TensorOrTuple,
+    baselines: Baselines = None,
     additional_forward_args: Any = None,
-    target: N.TargetType = None,
+    target: Target = None,
     n_perturb_samples: int = 10,
     max_examples_per_batch: int | None = None,
     normalize: bool = False,
@@ -41,10 +42,13 @@ def infidelity(
         https://arxiv.org/abs/1901.09392
 
     Args:
-        forward_func, inputs, baselines, additional_forward_args, target: see
-            the README's "Shared arguments".
+        {args: forward_func}
         perturb_func: the perturbation, as above.
+        {args: inputs}
         attributions: shaped like ``inputs``.
+        baselines: passed to ``perturb_func`` if it takes a second argument
+            (``None``, a number, a tensor, or a tuple of those).
+        {args: additional_forward_args, target[single]}
         n_perturb_samples: perturbations per example.
         max_examples_per_batch: rows per forward (at least one perturbation per
             example per batch); ``None``: all in one batch.
@@ -54,10 +58,16 @@ def infidelity(
     Returns:
         ``Tensor[N]``, one infidelity per example.
 
-    >>> def perturb(x, generator=None):
-    ...     noise = 0.01 * torch.randn(x.shape, generator=generator)
-    ...     return noise, x - noise
-    >>> infid = infidelity(model, perturb, x, fnattr.gradient(model, x, 3), target=3)
+    Example:
+        {digits}
+        >>> def perturb(x, generator=None):
+        ...     noise = 0.01 * torch.randn(x.shape, generator=generator)
+        ...     return noise, x - noise
+        >>> attr = fnattr.gradient(model, x, target=labels)
+        >>> infid = fnattr.metrics.infidelity(model, perturb, x, attr, target=labels,
+        ...                                   generator=torch.Generator().manual_seed(0))
+        >>> infid.shape
+        torch.Size([50])
     """
     xs, attrs, bs, args = _check(forward_func, perturb_func, inputs, attributions, baselines,
                                  additional_forward_args, target, n_perturb_samples,

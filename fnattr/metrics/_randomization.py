@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .. import _normalize as N
+from ..types import TensorOrTuple
 from . import _common as C
 from ._similarity import SIMILARITIES, compare_to
 
@@ -21,7 +22,7 @@ ORDERS = ("cascading", "independent")
 def model_randomization(
     explanation_func: Callable,
     model: nn.Module,
-    inputs: N.TensorOrTuple,
+    inputs: TensorOrTuple,
     *,
     order: str = "cascading",
     layers: Sequence[str | nn.Module] | None = None,
@@ -61,7 +62,7 @@ def model_randomization(
     Args:
         explanation_func: as above.
         model: an ``nn.Module``.
-        inputs: a Tensor or tuple of Tensors.
+        {args: inputs}
         order: ``"cascading"`` or ``"independent"``.
         layers: names or modules in the order to randomize; ``None``: every module
             with a >= 2-d parameter of its own, last registered first.
@@ -76,8 +77,15 @@ def model_randomization(
     Returns:
         ``{layer name: Tensor[N]}`` in the order randomized.
 
-    >>> sims = model_randomization(fnattr.gradient, model, x, target=y,
-    ...                            generator=torch.Generator().manual_seed(0))
+    Example:
+        {digits}
+        >>> sims = fnattr.metrics.model_randomization(
+        ...     fnattr.gradient, model, x, target=labels,
+        ...     generator=torch.Generator().manual_seed(0))
+        >>> list(sims)  # from the output layer down
+        ['classifier.3', 'classifier.1', 'features.2', 'features.0']
+        >>> sims["classifier.3"].shape  # Spearman correlation per example
+        torch.Size([50])
     """
     model, _, names = _check(explanation_func, model, inputs, order, layers, similarity,
                              generator, vectorize)

@@ -9,14 +9,33 @@ import torch
 from torch import Tensor
 
 from .. import _normalize as N
+from ..types import TensorOrTuple
 from . import _common as C
 
 
-def uniform_perturbation(inputs: N.TensorOrTuple, perturb_radius: float = 0.02, *,
-                         generator: torch.Generator | None = None) -> N.TensorOrTuple:
-    """``inputs`` plus noise uniform in ``[-perturb_radius, perturb_radius)``, drawn from
-    ``generator`` (the global RNG if ``None``: then Captum's default draws, for float32
-    inputs on the CPU) input by input."""
+def uniform_perturbation(inputs: TensorOrTuple, perturb_radius: float = 0.02, *,
+                         generator: torch.Generator | None = None) -> TensorOrTuple:
+    """``inputs`` plus noise uniform in ``[-perturb_radius, perturb_radius)``.
+
+    The default perturbation of :func:`sensitivity_max`, drawn input by input
+    from ``generator`` (the global RNG if ``None``: then Captum's default
+    draws, for float32 inputs on the CPU).
+
+    Args:
+        {args: inputs}
+        perturb_radius: the half-width of the uniform noise.
+        {args: generator}
+
+    Returns:
+        The perturbed inputs, shaped like ``inputs``.
+
+    Example:
+        {digits}
+        >>> g = torch.Generator().manual_seed(0)
+        >>> noisy = fnattr.metrics.uniform_perturbation(x, 0.1, generator=g)
+        >>> noisy.shape, bool((noisy - x).abs().max() <= 0.1)
+        (torch.Size([50, 1, 8, 8]), True)
+    """
     xs, was_tuple = N.as_tuple(inputs)
     device = generator.device if generator is not None else torch.device("cpu")
     out = [x + torch.empty(x.shape, dtype=x.dtype, device=device)
@@ -27,7 +46,7 @@ def uniform_perturbation(inputs: N.TensorOrTuple, perturb_radius: float = 0.02, 
 
 def sensitivity_max(
     explanation_func: Callable,
-    inputs: N.TensorOrTuple,
+    inputs: TensorOrTuple,
     perturb_func: Callable | None = None,
     perturb_radius: float = 0.02,
     n_perturb_samples: int = 10,
@@ -58,7 +77,7 @@ def sensitivity_max(
 
     Args:
         explanation_func: ``explanation_func(inputs, **kwargs)`` -> attributions.
-        inputs: a Tensor or tuple of Tensors (dim 0 = examples).
+        {args: inputs}
         perturb_func: as above; ``None``: uniform noise of ``perturb_radius``.
         perturb_radius: passed to ``perturb_func`` if it takes a second argument.
         n_perturb_samples: perturbations per example.
@@ -70,8 +89,14 @@ def sensitivity_max(
     Returns:
         ``Tensor[N]``, one sensitivity per example.
 
-    >>> sens = sensitivity_max(functools.partial(fnattr.gradient, model), x, target=3,
-    ...                        generator=torch.Generator().manual_seed(0))
+    Example:
+        {digits}
+        >>> import functools
+        >>> sens = fnattr.metrics.sensitivity_max(
+        ...     functools.partial(fnattr.gradient, model), x, target=labels,
+        ...     generator=torch.Generator().manual_seed(0))
+        >>> sens.shape
+        torch.Size([50])
     """
     xs = _check(explanation_func, inputs, perturb_func, perturb_radius, n_perturb_samples,
                 norm_ord, max_examples_per_batch, generator)

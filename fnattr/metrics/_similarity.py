@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _normalize as N
+from ..types import TensorOrTuple
 from . import _common as C
 
 
@@ -20,7 +21,21 @@ def _pearson(a: Tensor, b: Tensor) -> Tensor:
 
 
 def average_ranks(x: Tensor) -> Tensor:
-    """Ranks along dim 1 (0-based), ties sharing their average rank (as scipy's ``rankdata``)."""
+    """Ranks along dim 1 (0-based), ties sharing their average rank (as scipy's ``rankdata``).
+
+    The ranks behind the ``"spearman"`` :func:`similarity`.
+
+    Args:
+        x: a tensor ``[N, F]``.
+
+    Returns:
+        A float tensor ``[N, F]`` of ranks.
+
+    Example:
+        >>> import torch, fnattr
+        >>> fnattr.metrics.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0]]))
+        tensor([[2.5000, 0.0000, 2.5000, 1.0000]])
+    """
     values, order = x.sort(dim=1)
     left = torch.searchsorted(values, values, right=False)
     right = torch.searchsorted(values, values, right=True)
@@ -74,7 +89,7 @@ SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def similarity(a: N.TensorOrTuple, b: N.TensorOrTuple, kind: str = "spearman") -> Tensor:
+def similarity(a: TensorOrTuple, b: TensorOrTuple, kind: str = "spearman") -> Tensor:
     """Per-example similarity of two explanations: ``Tensor[N]``.
 
     ``"spearman"``: rank correlation of the flattened maps (all inputs
@@ -84,8 +99,21 @@ def similarity(a: N.TensorOrTuple, b: N.TensorOrTuple, kind: str = "spearman") -
     example, over 7x7 windows of the last two dims for maps with >= 2
     non-batch dims (averaged over inputs), Adebayo et al.'s third measure.
 
-    >>> similarity(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 5.0, 9.0]]))
-    tensor([1.])
+    Args:
+        a: attributions, a tensor ``[N, ...]`` or a tuple of them.
+        b: attributions of the same structure and shapes as ``a``.
+        kind: ``"spearman"``, ``"spearman_abs"``, ``"pearson"`` or ``"ssim"``.
+
+    Returns:
+        A tensor ``[N]``: one similarity per example, in ``[-1, 1]``.
+
+    Example:
+        >>> import torch, fnattr
+        >>> a, b = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 5.0, 6.0]])
+        >>> fnattr.metrics.similarity(a, b)
+        tensor([1.])
+        >>> fnattr.metrics.similarity(a, b, "pearson")
+        tensor([0.9449])
     """
     if kind not in SIMILARITIES:
         raise ValueError(f"`kind` must be one of {tuple(SIMILARITIES)}, got {kind!r}")

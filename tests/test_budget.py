@@ -1,0 +1,237 @@
+"""Memory budgets (fnattr._budget): peak working memory within the budget,
+results independent of the split, argument errors, the context manager."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import fnattr
+from fnattr import _budget
+
+B = 2**10  # KiB
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 12 * 12, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+
+
+X = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+BASE = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+GEN = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+
+# name -> (call(net, **budget_kwargs), expanded rows, takes internal_batch_size)
+CASES = {
+    "integrated_gradients": (lambda m, **k: fnattr.integrated_gradients(
+        m, X, target=1, n_steps=16, **k), 64, True),
+    "integrated_gradients_each": (lambda m, **k: fnattr.integrated_gradients(
+        m, X, target=fnattr.each([0, 1, 2]), n_steps=16, **k), 64, True),
+    "neuron_integrated_gradients": (lambda m, **k: fnattr.neuron_integrated_gradients(
+        m, m[5], X, [(0,), (3,), (7,)], n_steps=16, **k), 64, True),
+    "internal_influence": (lambda m, **k: fnattr.internal_influence(
+        m, m[5], X, target=1, n_steps=16, **k), 64, True),
+    "layer_conductance": (lambda m, **k: fnattr.layer_conductance(
+        m, m[5], X, target=1, n_steps=16, **k), 68, True),
+    "gradient_shap": (lambda m, **k: fnattr.gradient_shap(
+        m, X, BASE, n_samples=16, target=1, generator=GEN(), **k), 64, True),
+    "neuron_gradient_shap": (lambda m, **k: fnattr.neuron_gradient_shap(
+        m, m[5], X, (2,), BASE, n_samples=16, generator=GEN(), **k), 64, True),
+    "neuron_gradient_many": (lambda m, **k: fnattr.neuron_gradient(
+        m, m[2], X, [(c, 5, 5) for c in range(16)], **k), 4, False),
+    "gradient_each": (lambda m, **k: fnattr.gradient(
+        m, X, target=fnattr.each(range(10)), **k), 4, False),
+    # the noise tunnel's copies (16 per example) under the budget, the inner method too
+    "noise_tunnel": (lambda m, **k: fnattr.noise_tunnel(
+        functools.partial(fnattr.integrated_gradients, m), X, target=1, n_steps=4,
+        nt_samples=16, stdevs=0.1, generator=GEN(), **k), 256, False),
+}
+
+
+def peak(fn):
+    """Peak bytes allocated by the CPU allocator during ``fn()`` (net of frees),
+    from torch.profiler's allocation events; returns ``(peak, fn())``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    alloc = torch._C._profiler._EventType.Allocation
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        e = stack.pop()
+        stack.extend(e.children)
+        if e.tag == alloc and e.extra_fields.device.type == "cpu":
+            events.append((e.start_time_ns, e.extra_fields.alloc_size,
+                           e.extra_fields.total_allocated))
+    events.sort()
+    base = events[0][2] - events[0][1]
+    return max(t for _, _, t in events) - base, out
+
+
+def _flat(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_peak_within_budget_and_result_unchanged(net, name):
+    call, rows, has_ibs = CASES[name]
+    unsplit = (lambda: call(net, internal_batch_size=10**9)) if has_ibs else (lambda: call(net))
+    unsplit()  # warm (allocator caches, oneDNN primitives)
+    full, ref = peak(unsplit)
+    one_row = full / rows  # the unsplit call's bytes per expanded row
+    peaks = []
+    for fraction in (0.7, 0.5, 0.35):
+        budget = int(fraction * full)
+        call(net, memory_budget=budget)  # the probe runs (and is cached) outside the profiler
+        used, out = peak(lambda: call(net, memory_budget=budget))
+        assert used <= budget + one_row, (fraction, used, budget, one_row)
+        for a, b in zip(_flat(out), _flat(ref)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        peaks.append(used)
+    assert peaks[-1] < 0.5 * full  # the budget did split the call
+
+
+def test_budget_strings_and_units():
+    assert _budget.parse("512MiB") == 512 * 2**20
+    assert _budget.parse("2GiB") == 2 * 2**30
+    assert _budget.parse("1.5GB") == 1_500_000_000
+    assert _budget.parse(" 64 kib ") == 64 * 2**10
+    assert _budget.parse("100") == 100
+    assert _budget.parse("3mb") == 3_000_000
+    assert _budget.parse(4096) == 4096
+    assert _budget.parse(None) is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, "-5MiB", "0GB", "", "lots", "12 parsecs", "1.2.3MB",
+                                 "MiB"])
+def test_bad_budgets_are_value_errors(net, bad):
+    with pytest.raises(ValueError, match="`memory_budget`"):
+        fnattr.integrated_gradients(net, X, target=1, memory_budget=bad)
+    with pytest.raises(ValueError, match="`memory_budget`"):
+        fnattr.memory_budget(bad)
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, [1]])
+def test_budget_of_wrong_type_is_type_error(net, bad):
+    with pytest.raises(TypeError, match="`memory_budget`"):
+        fnattr.gradient_shap(net, X, BASE, target=1, memory_budget=bad)
+
+
+def test_budget_below_one_row_says_what_one_row_needs(net):
+    with pytest.raises(ValueError, match=r"too small: one row needs [\d.]+ MiB"):
+        fnattr.internal_influence(net, net[5], X, target=1, memory_budget=B)
+    with pytest.raises(ValueError, match="one row needs"):
+        fnattr.neuron_gradient(net, net[2], X, [(0, 1, 1), (1, 2, 2)], memory_budget=B)
+
+
+def test_explicit_internal_batch_size_wins(net):
+    ref = fnattr.integrated_gradients(net, X, target=1, n_steps=8)
+    out = fnattr.integrated_gradients(net, X, target=1, n_steps=8, internal_batch_size=5,
+                                      memory_budget=1)  # 1 byte: would not fit one row
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`memory_budget`"):  # still checked
+        fnattr.integrated_gradients(net, X, target=1, internal_batch_size=5, memory_budget=-1)
+
+
+def test_context_sets_default_nests_and_restores(net):
+    assert _budget.resolve(None) is None
+    with fnattr.memory_budget("1MiB"):
+        assert _budget.resolve(None) == 2**20
+        with fnattr.memory_budget(B):
+            assert _budget.resolve(None) == B
+            assert _budget.resolve("2MiB") == 2 * 2**20  # the argument wins
+            with pytest.raises(ValueError, match="one row needs"):
+                fnattr.internal_influence(net, net[5], X, target=1)
+        assert _budget.resolve(None) == 2**20
+        with pytest.raises(RuntimeError):
+            with fnattr.memory_budget("5MiB"):
+                raise RuntimeError("inside")
+        assert _budget.resolve(None) == 2**20
+        with fnattr.memory_budget(None):  # automatic again inside
+            assert _budget.resolve(None) is None
+    assert _budget.resolve(None) is None
+
+
+def test_context_is_thread_local():
+    seen = []
+    inside, done = threading.Event(), threading.Event()
+
+    def other():
+        inside.wait()
+        seen.append(_budget.resolve(None))
+        with fnattr.memory_budget("3MiB"):
+            seen.append(_budget.resolve(None))
+        done.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with fnattr.memory_budget("1MiB"):
+        inside.set()
+        done.wait()
+        assert _budget.resolve(None) == 2**20
+    t.join()
+    assert seen == [None, 3 * 2**20]
+
+
+def test_probe_under_an_active_profiler_falls_back(net):
+    """Profilers do not nest: under one the planner estimates from saved bytes."""
+    ref = fnattr.internal_influence(net, net[5], X, target=2, n_steps=12)
+    _budget._CACHE.clear()
+    _, out = peak(lambda: fnattr.internal_influence(net, net[5], X, target=2, n_steps=12,
+                                                    memory_budget="4MiB"))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    _budget._CACHE.clear()
+
+
+def test_plan_splits_rows_then_k():
+    cost = _budget.Cost(row=100, k_row=10)
+    assert _budget.plan(1000, cost, rows=50, k=8) == (10, 1)
+    assert _budget.plan(1000, cost, rows=5, k=8) == (5, 8)
+    assert _budget.plan(1000, cost, rows=5, k=100) == (5, 11)
+    with pytest.raises(ValueError, match="at least"):
+        _budget.plan(1000, cost, rows=5, k=1, outside=950)
+    with pytest.raises(ValueError, match="at least"):  # the final reduction does not fit
+        _budget.plan(1000, cost, rows=5, k=1, outside=500, after=600)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _budget._fast(1000, cpu, 1) == _budget.CPU_ROWS  # CPU speed caps
+    assert _budget._fast(1000, cpu, _budget.CPU_BLOCK_BYTES // 10) == 10
+    assert _budget._fast(1000, cuda, 1) == 1000
+
+
+@pytest.mark.compile
+def test_compiled_call_follows_the_budget(net):
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 12 * 12, 10)).eval()
+    ig = fnattr.compile(fnattr.integrated_gradients, small)
+    ref = fnattr.integrated_gradients(small, X, target=1, n_steps=8)
+    for budget in ("256KiB", "256KiB", None):
+        torch.testing.assert_close(ig(X, target=1, n_steps=8, memory_budget=budget), ref,
+                                   rtol=1e-5, atol=1e-6)
+    with fnattr.memory_budget(1):
+        with pytest.raises(ValueError, match="one row needs"):
+            ig(X, target=1, n_steps=8)
+
+
+def test_block_rows_for_other_expansions():
+    """The planner noise tunnel calls: a block of r rows holding r MiB fits the budget."""
+    def run(r):
+        work = torch.ones(r, MiB // 4)  # one MiB of working memory per row
+        return work.sum(1)
+
+    key = ("test_block_rows",)
+    rows = _budget.block_rows("20MiB", run, key, [], 100, torch.device("cpu"))
+    assert 10 <= rows <= 20
+    used, _ = peak(lambda: [run(rows) for _ in range(2)])
+    assert used <= 20 * MiB + MiB
+    assert _budget.block_rows("1GiB", run, key, [], 100, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="one row needs"):
+        _budget.block_rows(MiB // 2, run, key, [], 100, torch.device("cpu"))
+
