@@ -3,8 +3,9 @@
 ``functional(model)`` must compute exactly what the model computes, record no
 graph for the parameters unless ``detach=False``, leave the model as it was
 (also when the forward raises), and work under ``torch.func`` transforms.
-Threads sharing one model get single-thread results. The early stop at a layer is in ``test_engine_early_stop.py``; plain vs.
-functional mode for every method in ``test_methods_variants.py``.
+Threads sharing one model get single-thread results. The early stop at a layer
+is in ``test_engine_early_stop.py``; plain vs. functional mode for every
+method in ``test_methods_variants.py``.
 """
 
 from __future__ import annotations

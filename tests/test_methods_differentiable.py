@@ -1,10 +1,11 @@
 """create_graph=True: attributions are differentiable, with correct gradients.
 
-For every catalog method (``tests/_catalog_args.py``), ``L(theta) = <attribution(theta), R>`` for a fixed random
-``R``; ``dL/dtheta`` from autograd (through the attribution) must equal
-central finite differences in float64, for a parameter tensor and for the
-inputs. Sampled methods re-seed their generator for every evaluation, so the
-draws are fixed and L is a deterministic function.
+For every catalog method (``tests/_catalog_args.py``), ``L(theta) =
+<attribution(theta), R>`` for a fixed random ``R``; ``dL/dtheta`` from
+autograd (through the attribution) must equal central finite differences in
+float64, for a parameter tensor and for the inputs. Sampled methods re-seed
+their generator for every evaluation, so the draws are fixed and L is a
+deterministic function.
 """
 
 from __future__ import annotations

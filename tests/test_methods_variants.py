@@ -17,12 +17,10 @@ import torch
 from torch.func import vmap
 
 import fnattr
-
 from fnattr._catalog import CATALOG
 
 from ._catalog_args import ENTRIES, Setting, build, call
 from .conftest import ConvNet
-
 
 BASE = torch.zeros(3, 3, 8, 8)
 BASE[1] += 0.5
