@@ -74,9 +74,16 @@ def test_functional_leaves_the_parameters_in_place_also_when_the_forward_raises(
     assert all(isinstance(p, nn.Parameter) for p in after.values())
 
 
-def test_functional_of_a_plain_callable_is_that_callable():
-    f = torch.sin
-    assert fnattr.functional(f) is f
+def test_functional_of_a_plain_callable_calls_it_unchanged():
+    calls = []
+
+    def f(x, scale):
+        calls.append(1)
+        return torch.sin(x) * scale
+
+    x = torch.randn(3, 2)
+    assert torch.equal(fnattr.functional(f)(x, 2.0), torch.sin(x) * 2.0)
+    assert calls == [1]
 
 
 def test_functional_unwraps_data_parallel(mlp):
