@@ -21,8 +21,12 @@ than that either (only slower). An explicit ``internal_batch_size`` or
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import os
 import re
+import sys
+import tempfile
 import threading
 import weakref
 from dataclasses import dataclass
@@ -239,6 +243,36 @@ def _weak(obj: Any) -> Callable[[], Any]:
         return lambda: obj
 
 
+@contextlib.contextmanager
+def _without_profiler_log() -> Any:
+    """Drops the two lines torch's profiler (kineto, torch 2.13) prints on the C++
+    stderr at every start and stop (``USDT: ... profiler_start``/``profiler_stop``):
+    file descriptor 2 goes to a temporary file while the probe runs, and what
+    else was written there meanwhile is passed on when it ends."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except ValueError:
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            rest = b"".join(line for line in tmp.read().splitlines(keepends=True)
+                            if b"SyncActivityProfilerHandler" not in line)
+            if rest:
+                os.write(2, rest)
+
+
 def _peak(fn: Callable[[], Any], device: str = "cpu") -> int | None:
     """Peak bytes allocated on ``device`` (net of frees) while ``fn`` runs, from the
     profiler's allocation events (their running allocator totals); None when a
@@ -247,7 +281,8 @@ def _peak(fn: Callable[[], Any], device: str = "cpu") -> int | None:
         return None
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_profiler_log(), \
+            profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     alloc = torch._C._profiler._EventType.Allocation
     events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())

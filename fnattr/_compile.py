@@ -10,7 +10,8 @@ are kept *outside* the compiled region, eagerly, by the wrapper returned here:
   only points it at its tap;
 * **random draws**: gradient SHAP's baselines, noise and path positions are
   drawn eagerly from the caller's ``torch.Generator`` and passed in as
-  tensors, so results are bit-identical to the eager method for the same seed
+  tensors, so a compiled call uses bit for bit the eager call's draws for the same
+  seed (its attributions agree to float tolerance: inductor reorders arithmetic)
   (inductor's own RNG differs from eager's and is never used);
 * **indices as tensors**: an int ``target`` or neuron index is turned into a
   0-d tensor before the call, so a new target or neuron of the same form reuses
