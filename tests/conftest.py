@@ -115,6 +115,22 @@ class MultiInput(nn.Module):
         return self.head(h)
 
 
+def compat_setup(kind):
+    """(model, inputs, additional_forward_args) of the compat and noise tunnel tests."""
+    torch.manual_seed(0)
+    if kind == "multi":
+        scale = torch.rand(3, 6) + 0.5
+        return MultiInput().eval(), (torch.randn(3, 4), torch.randn(3, 3)), (scale, True)
+    return MLP().eval(), torch.randn(3, 6), None
+
+
+def compat_ctor(name, model):
+    """Constructor arguments of compat class ``name`` on the compat tests' model."""
+    if name in ("NeuronIntegratedGradients", "LayerConductance"):
+        return (model, model.relu if isinstance(model, MultiInput) else model.fc2)
+    return (model,)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

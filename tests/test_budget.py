@@ -4,6 +4,7 @@ results independent of the split, argument errors, the context manager."""
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 
 import pytest
@@ -235,3 +236,14 @@ def test_block_rows_for_other_expansions():
     with pytest.raises(ValueError, match="one row needs"):
         _budget.block_rows(MiB // 2, run, key, [], 100, torch.device("cpu"))
 
+
+
+def test_every_catalog_method_taking_a_budget_has_a_case():
+    # CASES is per method (expanded rows differ); a catalog method that takes
+    # `memory_budget` without a case here fails loudly
+    from fnattr._catalog import CATALOG
+
+    takes = [e.name for e in CATALOG.values()
+             if "memory_budget" in inspect.signature(e.fn).parameters]
+    missing = [n for n in takes if not any(k == n or k.startswith(n + "_") for k in CASES)]
+    assert not missing, f"no memory-budget case for {missing}"

@@ -9,6 +9,8 @@ import pytest
 import fnattr
 from fnattr import _catalog, compat
 
+from . import _catalog_args
+
 ENTRIES = sorted(_catalog.CATALOG.values(), key=lambda m: m.name)
 
 
@@ -50,3 +52,27 @@ def test_bad_declarations_are_refused():
         _catalog.Method("m", print, site="inputs", path="random")
     with pytest.raises(ValueError, match="sampled"):
         _catalog.Method("m", print, site="inputs", path="sampled")
+
+
+# ------------------------------------------------- the cross-method tests' builders
+
+
+def test_every_entry_has_an_argument_builder():
+    # the cross-method tests (variants, state, differentiable, compile, errors,
+    # axioms) iterate over the catalog: a new entry they cannot call fails here
+    for entry in ENTRIES:
+        head, kwargs = _catalog_args.build(entry, _catalog_args.Setting(layer="fc1"))
+        assert len(head) == int(entry.needs_layer), entry.name
+        assert ("target" in kwargs) == entry.target, entry.name
+
+
+def test_missing_argument_builder_fails_loudly(monkeypatch):
+    setting = _catalog_args.Setting(layer="fc1")
+    monkeypatch.delitem(_catalog_args.PATH_ARGS, "quadrature")
+    with pytest.raises(LookupError, match="no argument builder for integrated_gradients"):
+        _catalog_args.build(_catalog.CATALOG["integrated_gradients"], setting)
+    # a declaration whose function does not take what its site/path implies
+    wrong = _catalog.Method("smoothed", fnattr.gradient, site="inputs", path="sampled",
+                            draw=print, core=print)
+    with pytest.raises(LookupError, match="no argument builder for smoothed"):
+        _catalog_args.build(wrong, setting)

@@ -9,6 +9,7 @@ from torch._dynamo.utils import counters
 
 import fnattr
 
+from ._catalog_args import ENTRIES, Setting, build
 from .conftest import MLP, ConvNet
 
 pytestmark = pytest.mark.compile
@@ -30,32 +31,33 @@ def _breaks() -> int:
 
 
 GEN = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-CALLS = {
-    # method, layer?, call(compiled_or_eager, index) -> attribution
-    "neuron_gradient": (fnattr.neuron_gradient, True, lambda f, x, i: f(x, (i,))),
-    "internal_influence": (fnattr.internal_influence, True,
-                           lambda f, x, i: f(x, target=i % 4, n_steps=5)),
-    "gradient_shap": (fnattr.gradient_shap, False,
-                      lambda f, x, i: f(x, torch.zeros(3, 6), n_samples=4, stdevs=0.2,
-                                        target=i % 4, generator=GEN())),
-    "neuron_gradient_shap": (fnattr.neuron_gradient_shap, True,
-                             lambda f, x, i: f(x, (i,), torch.zeros(3, 6), n_samples=4,
-                                               generator=GEN())),
-    "guided_backprop": (fnattr.guided_backprop, False, lambda f, x, i: f(x, target=i % 4)),
-    "deconvolution": (fnattr.deconvolution, False, lambda f, x, i: f(x, target=i % 4)),
-}
+CALLS = {e.name: e for e in ENTRIES}  # every catalog method
+
+
+def _setting(layer: str, index: int, target: int, neuron: tuple, baselines) -> Setting:
+    """A new target / neuron index for each ``index``: must not recompile."""
+    return Setting(layer=layer, target=target, neuron=neuron, n_steps=5 if layer == "fc2" else 4,
+                   baselines=baselines, n_samples=4 if layer == "fc2" else 3, stdevs=0.2,
+                   seed=3)
+
+
+def _compiled_and_eager(entry, net, setting):
+    head, _ = build(entry, setting)
+    layers = [net.get_submodule(h) for h in head]
+    compiled = fnattr.compile(entry.fn, net, *layers)
+    return compiled, (lambda x, **k: entry.fn(net, *layers, x, **k))
 
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_fullgraph_no_breaks_no_recompile_for_new_index(net, name):
-    method, has_layer, call = CALLS[name]
-    layer = net.fc2 if has_layer else None
-    compiled = fnattr.compile(method, net, layer)
-    eager = (lambda *a, **k: method(net, layer, *a, **k)) if has_layer else \
-        (lambda *a, **k: method(net, *a, **k))
+    entry = CALLS[name]
+    settings = {i: _setting("fc2", i, i % 4, (i,), torch.zeros(3, 6)) for i in (1, 2, 3)}
+    compiled, eager = _compiled_and_eager(entry, net, settings[1])
     x = torch.randn(5, 6)
     for index in (1, 2, 3):  # a new target / neuron index each call
-        torch.testing.assert_close(call(compiled, x, index), call(eager, x, index),
+        _, kwargs = build(entry, settings[index])
+        _, again = build(entry, settings[index])  # a fresh generator for the eager call
+        torch.testing.assert_close(compiled(x, **kwargs), eager(x, **again),
                                    rtol=1e-5, atol=1e-6)
     assert _breaks() == 0
     assert _graphs() == 1, "a new target or neuron index must not recompile"
@@ -120,37 +122,26 @@ def test_many_compiled_functions_in_one_process(net):
             fnattr.compile(method, net, layer)(x, (1,))
 
 
-def _conv_calls():
-    base = torch.zeros(3, 3, 8, 8)
-    return {
-        "neuron_gradient": (fnattr.neuron_gradient, True, lambda f, x, i: f(x, (i, 1, 2))),
-        "internal_influence": (fnattr.internal_influence, True,
-                               lambda f, x, i: f(x, target=i, n_steps=4)),
-        "gradient_shap": (fnattr.gradient_shap, False,
-                          lambda f, x, i: f(x, base, n_samples=3, stdevs=0.2, target=i,
-                                            generator=GEN())),
-        "neuron_gradient_shap": (fnattr.neuron_gradient_shap, True,
-                                 lambda f, x, i: f(x, (i, 0, 1), base, n_samples=3,
-                                                   generator=GEN())),
-        "guided_backprop": (fnattr.guided_backprop, False, lambda f, x, i: f(x, target=i)),
-        "deconvolution": (fnattr.deconvolution, False, lambda f, x, i: f(x, target=i)),
-    }
+# On the conv net, one method per (site, path) kind (the MLP test above covers every
+# method, rules included): compiling is slow on CPU and the suite must stay short.
+CONV_CALLS = list({(e.site, e.path): e.name for e in reversed(ENTRIES) if e.rule is None}.values())
 
 
-@pytest.mark.parametrize("name", list(CALLS))
+@pytest.mark.parametrize("name", CONV_CALLS)
 def test_conv_net_fullgraph_no_breaks_no_recompile_for_new_index(name):
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
     net = ConvNet().eval()
-    method, has_layer, call = _conv_calls()[name]
-    layer = net.conv2 if has_layer else None
-    compiled = fnattr.compile(method, net, layer)
-    eager = (lambda *a, **k: method(net, layer, *a, **k)) if has_layer else \
-        (lambda *a, **k: method(net, *a, **k))
+    entry = CALLS[name]
+    base = torch.zeros(3, 3, 8, 8)
+    settings = {i: _setting("conv2", i, i, (i, 1, 2), base) for i in (1, 3)}
+    compiled, eager = _compiled_and_eager(entry, net, settings[1])
     x = torch.randn(4, 3, 8, 8)
     for index in (1, 3):  # a new target / neuron index each call
-        torch.testing.assert_close(call(compiled, x, index), call(eager, x, index),
+        _, kwargs = build(entry, settings[index])
+        _, again = build(entry, settings[index])  # a fresh generator for the eager call
+        torch.testing.assert_close(compiled(x, **kwargs), eager(x, **again),
                                    rtol=1e-5, atol=1e-6)
     assert _breaks() == 0
     assert _graphs() == 1, "a new target or neuron index must not recompile"

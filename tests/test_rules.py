@@ -26,6 +26,7 @@ from torch.nn.functional import relu as alias_relu
 import fnattr
 from fnattr import compat
 
+from ._catalog_args import ENTRIES
 from .conftest import MLP, ConvNet, ConvNetFunctional, MLPFunctional, ReusedReLU
 
 DT = torch.float64
@@ -123,14 +124,15 @@ TWINS = {
     "ConvNetFunctional": (ConvNetFunctional, ConvNet, (5, 3, 8, 8), True),
 }
 
-METHODS = {
-    "guided": (fnattr.guided_backprop, "GuidedBackprop", fnattr.guided_relu),
-    "deconv": (fnattr.deconvolution, "Deconvolution", fnattr.deconv_relu),
-}
-NEURON_METHODS = {
-    "guided": (fnattr.neuron_guided_backprop, "NeuronGuidedBackprop"),
-    "deconv": (fnattr.neuron_deconvolution, "NeuronDeconvolution"),
-}
+RULE_FNS = {"guided": fnattr.guided_relu, "deconv": fnattr.deconv_relu}
+# the catalog's methods that run under a rule, by rule
+METHODS = {e.rule: (e.fn, e.compat, RULE_FNS[e.rule])
+           for e in ENTRIES if e.rule and e.site == "inputs"}
+NEURON_METHODS = {e.rule: (e.fn, e.compat) for e in ENTRIES if e.rule and e.site == "neuron"}
+
+
+def test_every_catalog_rule_has_its_input_and_neuron_method():
+    assert set(METHODS) == set(NEURON_METHODS) == set(RULE_FNS)
 
 
 def targets(n):

@@ -9,6 +9,7 @@ import torch
 
 import fnattr
 
+from ._catalog_args import ENTRIES
 from .conftest import ConvNet
 
 
@@ -21,7 +22,8 @@ def exported():
     return net, x, ep
 
 
-@pytest.mark.parametrize("method", [fnattr.guided_backprop, fnattr.deconvolution])
+@pytest.mark.parametrize("method", [e.fn for e in ENTRIES if e.rule and e.site == "inputs"],
+                         ids=lambda f: f.__name__)
 @pytest.mark.parametrize("as_module", ["module", "unflatten"])
 def test_rules_reach_aten_relu_in_exported_programs(exported, method, as_module):
     net, x, ep = exported

@@ -27,9 +27,11 @@ import fnattr
 from fnattr import compat
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
+    from ._catalog_args import ENTRIES, Setting, caller
     from ._reference import TupleNet, assert_same, quiet
     from .conftest import MLP, ConvNet, ReusedReLU
 except ImportError:
+    from _catalog_args import ENTRIES, Setting, caller
     from _reference import TupleNet, assert_same, quiet
     from conftest import MLP, ConvNet, ReusedReLU
 
@@ -98,9 +100,13 @@ def _mlp_with_state():
     return model
 
 
-# Each method: f(model, x) for an MLP (6 -> 8 -> 8 -> 4).
+# Every catalog method with plain arguments (tests/_catalog_args.py), then
+# methods with options. Each: f(model, x) for an MLP (6 -> 8 -> 8 -> 4).
+SETTING = Setting(layer="fc2", target=1, neuron=1, n_steps=3, baselines=torch.zeros(2, 6),
+                  n_samples=3, stdevs=0.1, seed=0)
 METHOD_CALLS = {
-    "neuron_gradient": lambda m, x: fnattr.neuron_gradient(m, m.fc1, x, 3),
+    **{e.name: caller(e, SETTING) for e in ENTRIES},
+    "neuron_gradient-options": lambda m, x: fnattr.neuron_gradient(m, m.fc1, x, 3),
     "neuron_gradient-twice": lambda m, x: [fnattr.neuron_gradient(m, m.fc2, x, 1)
                                            for _ in range(2)][-1],
     "neuron_gradient-input": lambda m, x: fnattr.neuron_gradient(m, "relu1", x, (slice(0, 3),),
@@ -111,7 +117,7 @@ METHOD_CALLS = {
         m, m.relu2, x, lambda v: v[:, 0] * v[:, 1]),
     "neuron_gradient-create_graph": lambda m, x: fnattr.neuron_gradient(m, m.fc2, x, 2,
                                                                         create_graph=True),
-    "internal_influence": lambda m, x: fnattr.internal_influence(m, m.fc2, x, target=1,
+    "internal_influence-options": lambda m, x: fnattr.internal_influence(m, m.fc2, x, target=1,
                                                                  n_steps=3),
     "internal_influence-batched": lambda m, x: fnattr.internal_influence(
         m, m.relu1, x, baselines=0.5, target=[0, 1, 2], n_steps=3, internal_batch_size=4,
@@ -120,11 +126,11 @@ METHOD_CALLS = {
         m, m.fc3, x, target=2, n_steps=2, attribute_to_layer_input=True),
     "internal_influence-create_graph": lambda m, x: fnattr.internal_influence(
         m, m.fc1, x, target=0, n_steps=2, create_graph=True),
-    "integrated_gradients": lambda m, x: fnattr.integrated_gradients(
+    "integrated_gradients-options": lambda m, x: fnattr.integrated_gradients(
         m, x, target=1, n_steps=3, internal_batch_size=2, return_convergence_delta=True),
-    "neuron_integrated_gradients": lambda m, x: fnattr.neuron_integrated_gradients(
+    "neuron_integrated_gradients-options": lambda m, x: fnattr.neuron_integrated_gradients(
         m, m.fc2, x, [1, 2], n_steps=3),
-    "layer_conductance": lambda m, x: fnattr.layer_conductance(
+    "layer_conductance-options": lambda m, x: fnattr.layer_conductance(
         m, m.relu2, x, target=3, n_steps=3, return_convergence_delta=True),
     "convergence_delta": lambda m, x: fnattr.convergence_delta(
         m, torch.ones(3, 6), 0.1, x, target=[0, 1, 2]),
@@ -217,6 +223,8 @@ class RaiseOnCall(nn.Module):
 
 RAISING_CALLS = {
     # each makes at least two forwards of the model
+    **{f"{e.name}-twice": (lambda f: lambda m, x: [f(m, x) for _ in range(2)])(
+        caller(e, SETTING.but(layer="net.fc2"))) for e in ENTRIES},
     "neuron_gradient-twice": lambda m, x: [fnattr.neuron_gradient(m, m.net.fc2, x, 1)
                                            for _ in range(2)],
     "neuron_gradient-list-twice": lambda m, x: [fnattr.neuron_gradient(m, "net.fc1", x, [1, 2])
@@ -424,13 +432,13 @@ TRAIN_CALLS = {
     # vmap cannot update running statistics in place; a one-row slice of
     # examples (internal_batch_size=2 of 3) is too small for train-mode BatchNorm
     **{n: f for n, f in METHOD_CALLS.items() if not n.startswith("vmap")
-       and n != "integrated_gradients"},
-    "integrated_gradients": lambda m, x: fnattr.integrated_gradients(
+       and n != "integrated_gradients-options"},
+    "integrated_gradients-options": lambda m, x: fnattr.integrated_gradients(
         m, x, target=1, n_steps=3, internal_batch_size=6, return_convergence_delta=True),
-    "gradient_shap": lambda m, x: fnattr.gradient_shap(
+    "gradient_shap-delta": lambda m, x: fnattr.gradient_shap(
         m, x, torch.zeros(2, 6), target=1, stdevs=0.1, return_convergence_delta=True,
         generator=torch.Generator().manual_seed(0)),
-    "guided_backprop": lambda m, x: fnattr.guided_backprop(m, x, 2),
+    "guided_backprop-target": lambda m, x: fnattr.guided_backprop(m, x, 2),
 }
 
 

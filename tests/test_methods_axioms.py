@@ -16,6 +16,8 @@ explicit counterexample below; "·" is not applicable or not claimed.
 | neuron_gradient             | ✗ (1)  | ·            | ·           | ✓     | ·         | ·        | ·          |
 | guided_backprop             | ✗      | ·            | ✗           | ✓     | ✗ (5)     | ✓        | ✗ (6)      |
 | deconvolution               | ✗      | ·            | ✗           | ✓     | ✗ (5)     | ✓        | ✗ (6)      |
+| neuron_guided_backprop      | ·      | ·            | ·           | ✓     | ·         | ·        | ·          |
+| neuron_deconvolution        | ·      | ·            | ·           | ✓     | ·         | ·        | ·          |
 
 E: in expectation over the samples only; a single draw violates it.
 (1) with respect to the neuron's value, not the model output.
@@ -48,6 +50,8 @@ import fnattr
 from fnattr.testing import axioms as ax
 from fnattr.testing import property_settings
 from fnattr.testing import strategies as fst
+
+from ._catalog_args import ENTRIES
 
 SUITE = property_settings(max_examples=25)
 SMOOTH = fst.models(activations=("tanh", "softplus"))
@@ -184,15 +188,29 @@ def test_sensitivity(neuron):
     check()
 
 
-@pytest.mark.parametrize("name", [*INPUT_METHODS, "neuron_integrated_gradients",
-                                  "neuron_gradient_shap", "neuron_gradient"])
-def test_dummy_feature_gets_exactly_zero(name):
+# path arguments of the axiom checks, per catalog path kind
+AXIOM_PATH = {"none": {}, "quadrature": {"n_steps": 256}, "sampled": {"n_samples": 4, "seed": 0}}
+
+
+def catalog_method(entry, p: fst.AttributionProblem) -> ax.Attribution:
+    """``entry`` adapted for the axiom checkers (attributions shaped like the inputs)."""
+    if entry.path not in AXIOM_PATH or entry.site == "layer":
+        raise LookupError(f"no argument builder for {entry.name}")
+    where = {"layer": p.layer, "neuron_selector": p.neuron_selector} \
+        if entry.site == "neuron" else {}
+    return ax.from_fnattr(entry.fn, **AXIOM_PATH[entry.path], **where)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.site != "layer"],
+                         ids=lambda e: e.name)
+def test_dummy_feature_gets_exactly_zero(entry):
+    # every method whose attributions are shaped like the inputs (catalog sites
+    # "inputs" and "neuron")
     @SUITE
     @given(st.data())
     def check(data):
         p = data.draw(fst.attribution_problems())
-        method = INPUT_METHODS.get(name) or neuron_methods(p)[name]
-        ax.assert_dummy(method, p.model, p.inputs, p.baselines, p.target,
+        ax.assert_dummy(catalog_method(entry, p), p.model, p.inputs, p.baselines, p.target,
                         feature=data.draw(fst.features(p.case)), atol=0.0, rtol=0.0)
 
     check()

@@ -15,6 +15,7 @@ from torch import nn
 import fnattr
 from fnattr._engine import runs_once
 
+from ._catalog_args import ENTRIES, Setting, call
 from .conftest import captum_quiet
 
 
@@ -78,20 +79,17 @@ def _tail_calls(net, call):
     return out, len(calls)
 
 
-GEN = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+def _neuron_method(entry):
+    """``f(model, layer, x, selector, **options)`` for a neuron-site catalog entry."""
+    def run(f, layer, x, selector, **k):
+        setting = Setting(layer=layer, neuron=selector, n_steps=4,
+                          baselines=torch.zeros(2, 3, 8, 8), n_samples=3, stdevs=0.1, seed=3)
+        return call(entry, f, x, setting, **k)
+    return run
 
-METHODS = {
-    "neuron_gradient": lambda f, layer, x, s, **k: fnattr.neuron_gradient(f, layer, x, s, **k),
-    "neuron_guided_backprop": lambda f, layer, x, s, **k: fnattr.neuron_guided_backprop(
-        f, layer, x, s, **k),
-    "neuron_deconvolution": lambda f, layer, x, s, **k: fnattr.neuron_deconvolution(
-        f, layer, x, s, **k),
-    "neuron_integrated_gradients": lambda f, layer, x, s, **k:
-        fnattr.neuron_integrated_gradients(f, layer, x, s, n_steps=4, **k),
-    "neuron_gradient_shap": lambda f, layer, x, s, **k: fnattr.neuron_gradient_shap(
-        f, layer, x, s, torch.zeros(2, 3, 8, 8), n_samples=3, stdevs=0.1,
-        generator=GEN(), **k),
-}
+
+# every catalog method that explains a neuron (the ones that stop early)
+METHODS = {e.name: _neuron_method(e) for e in ENTRIES if e.site == "neuron"}
 
 
 @pytest.mark.parametrize("to_input", [False, True])

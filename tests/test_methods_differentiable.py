@@ -1,10 +1,11 @@
 """create_graph=True: attributions are differentiable, with correct gradients.
 
-For every method, ``L(theta) = <attribution(theta), R>`` for a fixed random
-``R``; ``dL/dtheta`` from autograd (through the attribution) must equal
-central finite differences in float64, for a parameter tensor and for the
-inputs. Sampled methods re-seed their generator for every evaluation, so the
-draws are fixed and L is a deterministic function.
+For every catalog method (``tests/_catalog_args.py``), ``L(theta) =
+<attribution(theta), R>`` for a fixed random ``R``; ``dL/dtheta`` from
+autograd (through the attribution) must equal central finite differences in
+float64, for a parameter tensor and for the inputs. Sampled methods re-seed
+their generator for every evaluation, so the draws are fixed and L is a
+deterministic function.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import torch
 from torch import nn
 
 import fnattr
+from fnattr._catalog import CATALOG
+
+from ._catalog_args import ENTRIES, Setting, caller
 
 EPS = 1e-6
 
@@ -28,38 +32,22 @@ def _relu():
                          nn.Linear(6, 3)).double()
 
 
-GEN = lambda: torch.Generator().manual_seed(11)  # noqa: E731
 BASE = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4)
+SETTING = Setting(layer="2", target=1, neuron=(1,), n_steps=5, baselines=BASE, n_samples=4,
+                  stdevs=0.1, seed=11, extra={"create_graph": True})
 
-METHODS = {
-    "neuron_gradient": (_smooth, lambda m, x: fnattr.neuron_gradient(
-        m, m[2], x, (1,), create_graph=True)),
-    "neuron_gradient_many": (_smooth, lambda m, x: fnattr.neuron_gradient(
-        m, m[2], x, [(1,), (4,)], create_graph=True)),
-    "internal_influence": (_smooth, lambda m, x: fnattr.internal_influence(
-        m, m[2], x, target=1, n_steps=5, create_graph=True)),
-    "integrated_gradients": (_smooth, lambda m, x: fnattr.integrated_gradients(
-        m, x, BASE[:1], target=2, n_steps=5, create_graph=True)),
-    "neuron_integrated_gradients": (_smooth, lambda m, x: fnattr.neuron_integrated_gradients(
-        m, m[1], x, (2,), n_steps=5, create_graph=True)),
-    "layer_conductance": (_smooth, lambda m, x: fnattr.layer_conductance(
-        m, m[2], x, target=0, n_steps=5, create_graph=True)),
-    "gradient": (_smooth, lambda m, x: fnattr.gradient(m, x, target=1, create_graph=True)),
-    "gradient_each": (_smooth, lambda m, x: fnattr.gradient(
-        m, x, target=fnattr.each([0, 2]), create_graph=True)),
-    "gradient_shap": (_smooth, lambda m, x: fnattr.gradient_shap(
-        m, x, BASE, n_samples=4, stdevs=0.1, target=1, generator=GEN(), create_graph=True)),
-    "neuron_gradient_shap": (_smooth, lambda m, x: fnattr.neuron_gradient_shap(
-        m, m[2], x, (3,), BASE, n_samples=4, generator=GEN(), create_graph=True)),
-    "guided_backprop": (_relu, lambda m, x: fnattr.guided_backprop(
-        m, x, target=1, create_graph=True)),
-    "deconvolution": (_relu, lambda m, x: fnattr.deconvolution(
-        m, x, target=1, create_graph=True)),
-    "neuron_guided_backprop": (_relu, lambda m, x: fnattr.neuron_guided_backprop(
-        m, m[2], x, (2,), create_graph=True)),
-    "neuron_deconvolution": (_relu, lambda m, x: fnattr.neuron_deconvolution(
-        m, m[2], x, (2,), create_graph=True)),
-}
+
+def _model(entry):
+    """Rules act on ReLUs: rule methods run on a ReLU net, the others on a smooth one."""
+    return _relu if entry.rule else _smooth
+
+
+# every catalog method (model, attribute(model, x)), plus the K forms
+METHODS = {e.name: (_model(e), caller(e, SETTING)) for e in ENTRIES}
+METHODS["neuron_gradient_many"] = (_smooth, caller(CATALOG["neuron_gradient"],
+                                                   SETTING.but(neuron=[(1,), (4,)])))
+METHODS["gradient_each"] = (_smooth, caller(CATALOG["gradient"],
+                                            SETTING.but(target=fnattr.each([0, 2]))))
 
 
 def _fd(fn, t: torch.Tensor, count: int = 4) -> tuple[torch.Tensor, list[int]]:

@@ -1,4 +1,8 @@
-"""Many neurons and many targets in one pass equal a Python loop of single calls."""
+"""Many neurons and many targets in one pass equal a Python loop of single calls.
+
+The methods are the catalog's (``tests/_catalog_args.py``): every entry with a
+``target``, every entry with a convergence delta, every neuron-site entry.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import torch
 from torch import nn
 
 import fnattr
+from fnattr._catalog import CATALOG
 
+from ._catalog_args import ENTRIES, Setting, call
 from .conftest import ConvNet
 
 
@@ -21,67 +27,39 @@ def setup():
 
 
 TARGETS = [0, 3, [1, 2, 3, 4], torch.tensor([4, 3, 2, 1])]
-GEN = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+SELECTORS = [(0, 1, 1), (3, 0, 2), (5, 2, 2), (slice(0, 2), 1, 1)]
+OPTIONS = {"internal_influence": {"internal_batch_size": 7}}  # chunked paths, K targets too
 
 
-def _output_methods(net, base):
-    return {
-        "gradient": lambda x, t: fnattr.gradient(net, x, target=t),
-        "guided_backprop": lambda x, t: fnattr.guided_backprop(net, x, target=t),
-        "deconvolution": lambda x, t: fnattr.deconvolution(net, x, target=t),
-        "internal_influence": lambda x, t: fnattr.internal_influence(
-            net, net.conv2, x, target=t, n_steps=5, internal_batch_size=7),
-        "integrated_gradients": lambda x, t: fnattr.integrated_gradients(
-            net, x, target=t, n_steps=5),
-        "layer_conductance": lambda x, t: fnattr.layer_conductance(
-            net, net.conv2, x, target=t, n_steps=5),
-        "gradient_shap": lambda x, t: fnattr.gradient_shap(
-            net, x, base, n_samples=3, stdevs=0.1, target=t, generator=GEN()),
-    }
+def _method(name, net, base, **options):
+    """``f(x, target_or_selector, **k)`` for catalog entry ``name`` on ``net.conv2``."""
+    entry = CATALOG[name]
+    steps = 4 if entry.site == "neuron" else 5
+
+    def run(x, which, **k):
+        setting = Setting(layer="conv2", target=which, neuron=which, n_steps=steps,
+                          baselines=base, n_samples=3, stdevs=0.1, seed=5)
+        return call(entry, net, x, setting, **OPTIONS.get(name, {}), **options, **k)
+    return run
 
 
-@pytest.mark.parametrize("name", list(_output_methods(None, None)))
+@pytest.mark.parametrize("name", [e.name for e in ENTRIES if e.target])
 def test_each_target_equals_a_loop(setup, name):
     net, x, base = setup
-    method = _output_methods(net, base)[name]
+    method = _method(name, net, base)
     many = method(x, fnattr.each(TARGETS))
     assert many.shape[0] == len(TARGETS)
     for k, t in enumerate(TARGETS):
         torch.testing.assert_close(many[k], method(x, t), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["integrated_gradients", "layer_conductance", "gradient_shap"])
+@pytest.mark.parametrize("name", [e.name for e in ENTRIES if e.delta])
 def test_each_target_deltas_equal_a_loop(setup, name):
     net, x, base = setup
-    calls = {
-        "integrated_gradients": lambda t: fnattr.integrated_gradients(
-            net, x, target=t, n_steps=5, return_convergence_delta=True),
-        "layer_conductance": lambda t: fnattr.layer_conductance(
-            net, net.conv2, x, target=t, n_steps=5, return_convergence_delta=True),
-        "gradient_shap": lambda t: fnattr.gradient_shap(
-            net, x, base, n_samples=3, target=t, generator=GEN(),
-            return_convergence_delta=True),
-    }
-    _, deltas = calls[name](fnattr.each(TARGETS))
+    method = _method(name, net, base, return_convergence_delta=True)
+    _, deltas = method(x, fnattr.each(TARGETS))
     for k, t in enumerate(TARGETS):
-        torch.testing.assert_close(deltas[k], calls[name](t)[1], rtol=1e-5, atol=1e-6)
-
-
-SELECTORS = [(0, 1, 1), (3, 0, 2), (5, 2, 2), (slice(0, 2), 1, 1)]
-
-
-def _neuron_methods(net, base):
-    return {
-        "neuron_gradient": lambda x, s, **k: fnattr.neuron_gradient(net, net.conv2, x, s, **k),
-        "neuron_guided_backprop": lambda x, s, **k: fnattr.neuron_guided_backprop(
-            net, net.conv2, x, s, **k),
-        "neuron_deconvolution": lambda x, s, **k: fnattr.neuron_deconvolution(
-            net, net.conv2, x, s, **k),
-        "neuron_gradient_shap": lambda x, s, **k: fnattr.neuron_gradient_shap(
-            net, net.conv2, x, s, base, n_samples=3, stdevs=0.1, generator=GEN(), **k),
-        "neuron_integrated_gradients": lambda x, s, **k: fnattr.neuron_integrated_gradients(
-            net, net.conv2, x, s, n_steps=4, **k),
-    }
+        torch.testing.assert_close(deltas[k], method(x, t)[1], rtol=1e-5, atol=1e-6)
 
 
 # Int-only selectors take the one-gather fast path (fnattr._normalize.select_neurons);
@@ -91,10 +69,10 @@ INT_SELECTORS = [(0, 1, 1), (-1, 0, 2), (5, -2, 3), (2, 3, 3), (0, 1, 1)]
 
 @pytest.mark.parametrize("selectors", [SELECTORS, INT_SELECTORS], ids=["with_slice", "ints"])
 @pytest.mark.parametrize("chunk_size", [None, 1, 3])
-@pytest.mark.parametrize("name", list(_neuron_methods(None, None)))
+@pytest.mark.parametrize("name", [e.name for e in ENTRIES if e.site == "neuron"])
 def test_neuron_list_equals_a_loop(setup, name, chunk_size, selectors):
     net, x, base = setup
-    method = _neuron_methods(net, base)[name]
+    method = _method(name, net, base)
     many = method(x, selectors, chunk_size=chunk_size)
     assert many.shape == (len(selectors), *x.shape)
     for k, s in enumerate(selectors):

@@ -16,9 +16,11 @@ import fnattr
 from fnattr import compat
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
+    from ._catalog_args import ENTRIES, Setting, call
     from ._reference import Out3D, TupleNet
     from .conftest import MLP, ConvNet, MultiInput
 except ImportError:
+    from _catalog_args import ENTRIES, Setting, call
     from _reference import Out3D, TupleNet
     from conftest import MLP, ConvNet, MultiInput
 
@@ -369,3 +371,36 @@ def test_bad_argument_raised_before_any_model_call():
         with pytest.raises(BAD):
             fnattr.internal_influence(model, model.fc, x, **kw)
     assert calls == []
+
+
+# ------------------------------------------------ every catalog method, shared args
+
+SETTING = Setting(layer="fc2", target=1, neuron=1, n_steps=3, baselines=torch.zeros(2, 6),
+                  seed=0)
+
+
+def _bad_calls(entry):
+    """(what is wrong, setting, keyword overrides, argument named) for ``entry``."""
+    yield "inputs-list", SETTING, {"inputs": "list"}, "inputs"
+    if entry.target:
+        yield "target-out-of-range", SETTING.but(target=7), {}, "target"
+    if entry.needs_layer:
+        yield "layer-unknown-name", SETTING.but(layer="nope"), {}, "layer"
+    if entry.site == "neuron":
+        yield "neuron_selector-out-of-range", SETTING.but(neuron=99), {}, "neuron_selector"
+    if entry.path == "quadrature":
+        yield "n_steps-zero", SETTING.but(n_steps=0), {}, "n_steps"
+    if entry.path == "sampled":
+        yield "n_samples-zero", SETTING.but(n_samples=0), {}, "n_samples"
+
+
+BAD_CALLS = [(entry, *case) for entry in ENTRIES for case in _bad_calls(entry)]
+
+
+@pytest.mark.parametrize("entry,what,setting,over,name", BAD_CALLS,
+                         ids=[f"{c[0].name}-{c[1]}" for c in BAD_CALLS])
+def test_every_method_names_its_bad_arguments(entry, what, setting, over, name):
+    env = Env()
+    x = [env.x] if over.get("inputs") == "list" else env.x
+    with pytest.raises(BAD, match=name):
+        call(entry, env.mlp, x, setting)
