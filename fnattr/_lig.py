@@ -53,6 +53,7 @@ def layer_integrated_gradients(
     *,
     create_graph: bool = False,
     chunk_size: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> Any:
     """Integrated gradients along the path between a layer's values at the baselines and inputs.
 
@@ -83,6 +84,7 @@ def layer_integrated_gradients(
         multiply_by_inputs: multiply by ``y(x) - y(b)`` (else the path-averaged gradient).
         create_graph: keep the result differentiable.
         chunk_size: targets per vectorized backward for ``fnattr.each`` targets.
+        {args: memory_budget}
 
     Returns:
         Attributions shaped like the layer's output (input), a tuple when its
@@ -109,7 +111,7 @@ def layer_integrated_gradients(
     attrs = path_average(grad, ends_at, starts_at, *quadrature(method, n_steps), target=target,
                          additional_forward_args=inputs + additional_forward_args,
                          multiply_by_delta=multiply_by_inputs, stacked=True,
-                         internal_batch_size=internal_batch_size)
+                         internal_batch_size=internal_batch_size, memory_budget=memory_budget)
     return attrs, (completeness_gap(forward_func, attrs, starts, inputs, target,
                                     additional_forward_args) if return_convergence_delta else None)
 

@@ -40,6 +40,8 @@ CASES = {
         m, m[5], X, [(0,), (3,), (7,)], n_steps=16, **k), 64, True),
     "internal_influence": (lambda m, **k: fnattr.internal_influence(
         m, m[5], X, target=1, n_steps=16, **k), 64, True),
+    "layer_integrated_gradients": (lambda m, **k: fnattr.layer_integrated_gradients(
+        m, m[2], X, target=1, n_steps=16, **k), 64, True),
     "layer_conductance": (lambda m, **k: fnattr.layer_conductance(
         m, m[5], X, target=1, n_steps=16, **k), 68, True),
     "gradient_shap": (lambda m, **k: fnattr.gradient_shap(
