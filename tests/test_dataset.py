@@ -150,6 +150,13 @@ def test_batch_size_7_and_32_agree(single, tmp_path, name):
     _same(_run(tmp_path, name, batch_size=32), open_attributions(single / f"{name}.zarr"))
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_memory_budget_passes_through_and_changes_nothing(single, tmp_path, name):
+    # a small budget splits every batch's paths/samples into blocks of a few rows
+    _same(_run(tmp_path, name, batch_size=32, memory_budget="64KiB"),
+          open_attributions(single / f"{name}.zarr"))
+
+
 def test_resume_after_an_error_keeps_complete_chunks(single, tmp_path):
     net, (x, y) = W.model(), W.data()
     net.fail_at = 123.0
