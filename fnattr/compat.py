@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _lig, _methods as M, _neuron, _shap  # noqa: F401  (their catalog entries)
+from . import _normalize as N
 from ._catalog import CATALOG, Method
 from ._noise import noise_tunnel
 
@@ -114,11 +115,6 @@ def _captum_method(fn: Callable) -> Callable:
     return attribute
 
 
-def _check_grad_kwargs(grad_kwargs: Any) -> None:
-    if grad_kwargs:
-        raise ValueError("`grad_kwargs` is not supported by fnattr (use create_graph=True)")
-
-
 def _shell(compat_name: str) -> type:
     """The Captum-signature class of the catalog method whose ``compat`` is ``compat_name``."""
     entry = next(e for e in CATALOG.values() if e.compat == compat_name)
@@ -157,7 +153,7 @@ def _shell(compat_name: str) -> type:
         if "grad_kwargs" in fn_params:  # the function checks the keys it honours
             values["grad_kwargs"] = grad_kwargs
         else:
-            _check_grad_kwargs(grad_kwargs)
+            N.check_grad_kwargs(grad_kwargs)  # the keys fnattr honours, the rest by name
         take_abs = values.pop("abs", False)
         if "multiply_by_inputs" in fn_params:
             values["multiply_by_inputs"] = self._multiply_by_inputs

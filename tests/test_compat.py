@@ -109,3 +109,17 @@ def test_multiply_by_inputs_false_and_saliency_abs_default():
     sal = compat.Saliency(model).attribute(x, 1)
     assert (sal >= 0).all() and (compat.Saliency(model).attribute(x, 1, False) < 0).any()
     assert_same(sal, fnattr.gradient(model, x, 1).abs())
+
+
+def test_layer_integrated_gradients_shell_checks_grad_kwargs_by_key():
+    # the same rule as the functions that take grad_kwargs: honoured keys pass,
+    # any other key is refused by name (issue 12.4), not a blanket refusal
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    x = torch.randn(5, 4)
+    lig = compat.LayerIntegratedGradients(model, model[0])
+    plain = lig.attribute(x, target=1, n_steps=8)
+    torch.testing.assert_close(
+        lig.attribute(x, target=1, n_steps=8, grad_kwargs={"materialize_grads": True}), plain)
+    with pytest.raises(ValueError, match="`grad_kwargs` key 'retain_graph'"):
+        lig.attribute(x, target=1, n_steps=8, grad_kwargs={"retain_graph": True})
