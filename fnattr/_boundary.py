@@ -37,15 +37,11 @@ from torch import Tensor
 
 from . import _normalize as N
 from ._catalog import register
-from ._functional import functional, transforms_active, with_rule
+from ._functional import functional, ruled, transforms_active
 from ._objectives import neuron_objective, target_objective
-from ._rules import deconv_relu, guided_relu
 from ._paths import sample_paths
 
 __all__ = ["attribution", "boundary", "binder", "draw_paths"]
-
-_RULE_FNS = {"guided": guided_relu, "deconv": deconv_relu}
-
 
 def attribution(site: str, **info: Any) -> Callable[[Callable], Callable]:
     """Decorator: the public method over ``body``, registered in the catalog.
@@ -93,9 +89,10 @@ def normalize(a: dict, site: str = "inputs", path: str = "none",
     f = a[first]
     if not callable(f):
         raise TypeError(f"`{first}` must be callable, got {type(f).__name__}")
+    detach = not a.get("create_graph", False)
     if rule is not None:
-        f = with_rule(f, _RULE_FNS[rule])
-    f = a[first] = functional(f, detach=not a.get("create_graph", False))
+        f = ruled(f, rule, detach)
+    f = a[first] = functional(f, detach=detach)
     if "layer" in a:
         a["layer"] = N.resolve_layer(f.root, a["layer"])
     raw = a["inputs"]

@@ -93,8 +93,9 @@ def gradients(
     return (grads, value) if return_value else grads
 
 
-def _read_fn(objective: Objective, read: bool) -> Callable | None:
-    return (lambda value: objective.fn(None, value)) if read else None
+def _read_fn(objective: Objective, read: bool, fn: Callable | None = None) -> Callable | None:
+    fn = objective.fn if fn is None else fn
+    return (lambda value: fn(None, value)) if read else None
 
 
 # Saved-activation bytes per vectorized backward chunk, by device type (see
@@ -133,7 +134,8 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
 
 def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
            return_value, stop, substitute):
-    with torch.enable_grad():
+    evaluate = objective.fn if objective.row is None else objective.row  # (K, N) or (N,)
+    with torch.enable_grad() if not torch.is_grad_enabled() else contextlib.nullcontext():
         xs = tuple(inputs) if wrt_site else tuple(_variable(x) for x in inputs)
         if substitute is not None:
             substitute = tuple(_variable(t) for t in substitute)
@@ -141,19 +143,21 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
         if site.layer is not None:
             tap = _Tap(site.input_side,
                        probes="lazy" if wrt_site and substitute is None else None,
-                       read=_read_fn(objective, read), keep=return_value, stop=stop,
-                       substitute=substitute)
+                       read=_read_fn(objective, read, evaluate), keep=return_value,
+                       stop=stop, substitute=substitute)
         counter = None
         if chunk_size is None and objective.auto_chunk and objective.k != 1:
             counter = _SavedBytes()
         with (torch.autograd.graph.saved_tensors_hooks(counter.pack, _unpack)
               if counter is not None else contextlib.nullcontext()):
             out = forward_at(f, xs, args, site, tap)
-        values = tap.read_out if read else objective.fn(out, None)
+        values = tap.read_out if read else evaluate(out, None)
         wrt = (substitute if substitute is not None else tap.created) if wrt_site else xs
         if counter is not None and values.dim() == 2:
             chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
         grads = _backward(values, wrt, create_graph, chunk_size)
+        if objective.row is not None:  # the K = 1 axis, as a view
+            grads = tuple(g.unsqueeze(0) for g in grads)
         value = None
         if return_value:
             value = tap.value if create_graph else tuple(v.detach() for v in tap.value)

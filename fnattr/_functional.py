@@ -153,16 +153,22 @@ def with_rule(forward_func: Callable, rule: Callable[[Tensor], Tensor] = guided_
         raise ValueError(f"`rule` must be fnattr.guided_relu or fnattr.deconv_relu, got {rule!r}")
     if not callable(forward_func):
         raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+    return ruled(forward_func, _RULES[rule])
+
+
+def ruled(forward_func: Callable, rule: str, detach: bool | None = None) -> Functional:
+    """``with_rule`` by the rule's name; ``detach`` set in the same step unless
+    ``None`` (the methods' boundary: one value built, not two)."""
     if isinstance(forward_func, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
         raise TypeError(
             "`forward_func` is TorchScript: its ops run in C++, where a ReLU rule cannot "
             "reach them; pass the eager model (or a torch.export program's .module())"
         )
     if isinstance(forward_func, Functional):
-        if forward_func.rule is not None:  # nested rules: the inner one wins
-            return forward_func
-        return dataclasses.replace(forward_func, rule=_RULES[rule])
-    return Functional(unwrap_parallel(forward_func), _RULES[rule], detach=False)
+        if forward_func.rule is None:  # nested rules: the inner one wins
+            forward_func = dataclasses.replace(forward_func, rule=rule)
+        return forward_func if detach is None else functional(forward_func, detach=detach)
+    return Functional(unwrap_parallel(forward_func), rule, bool(detach))
 
 
 def _training(model: nn.Module) -> bool:

@@ -250,11 +250,13 @@ def _reduce_block(grads, w, ends, starts, sizes, multiply_by_delta, reduce):
     with torch.autocast(w.device.type, enabled=False) if outside else contextlib.nullcontext():
         for i, g in enumerate(grads):
             g = g.reshape(g.shape[0], *sizes, *g.shape[2:])
-            g = g.to(torch.promote_types(g.dtype, w.dtype))
+            if g.dtype != w.dtype:
+                g = g.to(torch.promote_types(g.dtype, w.dtype))
             if multiply_by_delta:
                 g = g * (ends[i] - starts[i])
             if reduce:
-                g = torch.tensordot(w.to(g.dtype), g, dims=([0], [1]))
+                g = torch.tensordot(w if w.dtype == g.dtype else w.to(g.dtype), g,
+                                    dims=([0], [1]))
             part.append(g)
     return part
 
