@@ -55,8 +55,10 @@ class Objective:
         """The objective for examples ``n0:n1`` repeated for ``reps`` steps (step-major)."""
         if self.targets is None:
             return self
-        return _of_targets(tuple(_target_rows(t, n0, n1, reps, n) for t in self.targets),
-                           self.squeeze)
+        targets = tuple(_target_rows(t, n0, n1, reps, n) for t in self.targets)
+        if all(a is b for a, b in zip(targets, self.targets)):
+            return self  # shared by every row (an int, a tuple, None)
+        return _of_targets(targets, self.squeeze)
 
     def repeat(self, times: int) -> "Objective":
         """The objective for ``times`` consecutive copies of each example."""

@@ -161,8 +161,7 @@ def path_average(
     """
     ref = next(t for t in inputs if isinstance(t, Tensor))
     N.check_floating(inputs)
-    alphas = torch.as_tensor(alphas, dtype=ref.dtype, device=ref.device)
-    weights = torch.as_tensor(weights, dtype=ref.dtype, device=ref.device)
+    alphas, weights = _rule_tensors(alphas, weights, ref)
     if weights.dim() != 1 or weights.shape[0] != alphas.shape[0]:
         raise ValueError(
             f"`weights` must hold one weight per path position: got shape "
@@ -232,6 +231,27 @@ def _rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
     if isinstance(target, Objective):
         return target.rows(n0, n1, reps, n)
     return _target_rows(target, n0, n1, reps, n)
+
+
+def _rule_tensors(alphas: Any, weights: Any, ref: Tensor) -> tuple[Tensor, Tensor]:
+    """``alphas`` and ``weights`` as tensors in ``ref``'s dtype and device; a
+    quadrature's tuples are converted once per dtype and device (cached, eager only)."""
+    cacheable = isinstance(alphas, tuple) and isinstance(weights, tuple) \
+        and not transforms_active() and not torch.is_inference_mode_enabled()
+    key = (alphas, weights, ref.dtype, ref.device) if cacheable else None
+    if key is not None and key in _RULE_TENSORS:
+        return _RULE_TENSORS[key]
+    pair = (torch.as_tensor(alphas, dtype=ref.dtype, device=ref.device),
+            torch.as_tensor(weights, dtype=ref.dtype, device=ref.device))
+    if key is not None:
+        if len(_RULE_TENSORS) >= QUADRATURE_CACHE:
+            _RULE_TENSORS.pop(next(iter(_RULE_TENSORS)), None)
+        _RULE_TENSORS[key] = pair
+    return pair
+
+
+# (alphas, weights, dtype, device) -> the two tensors, never written to.
+_RULE_TENSORS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
 def _point(x: Tensor, b: Any, a: Tensor, convex: bool) -> Tensor:
