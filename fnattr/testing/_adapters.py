@@ -147,6 +147,11 @@ def _explains_for(kwargs: dict) -> Callable[..., Tensor] | None:
                         kwargs.get("attribute_to_neuron_input", False))
 
 
+def _keywords(params: Any, kw: dict, **passed: Any) -> dict:
+    """``kw`` with each of ``passed`` (baselines, target) that ``params`` names."""
+    return {**kw, **{k: v for k, v in passed.items() if k in params}}
+
+
 def from_fnattr(method: Callable, *, seed: int | None = None, **kwargs: Any) -> Attribution:
     """Adapts an fnattr function (or any function with fnattr's argument names).
 
@@ -175,11 +180,7 @@ def from_fnattr(method: Callable, *, seed: int | None = None, **kwargs: Any) -> 
 
     def fn(forward_func: Callable, inputs: TensorOrTuple, baselines: Any, target: Any,
            **extra: Any) -> TensorOrTuple:
-        kw = {**kwargs, **extra}
-        if "baselines" in params:
-            kw["baselines"] = baselines
-        if "target" in params:
-            kw["target"] = target
+        kw = _keywords(params, {**kwargs, **extra}, baselines=baselines, target=target)
         if seed is not None:
             kw["generator"] = torch.Generator().manual_seed(seed)
         return method(forward_func, inputs=inputs, **kw)
@@ -217,11 +218,7 @@ def from_captum(cls: type, *, layer: nn.Module | str | None = None, seed: int | 
 
     def fn(forward_func: Callable, inputs: TensorOrTuple, baselines: Any, target: Any,
            **extra: Any) -> TensorOrTuple:
-        kw = {**kwargs, **extra}
-        if "baselines" in params:
-            kw["baselines"] = baselines
-        if "target" in params:
-            kw["target"] = target
+        kw = _keywords(params, {**kwargs, **extra}, baselines=baselines, target=target)
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             warnings.simplefilter("ignore")
             np_state = np.random.get_state()
