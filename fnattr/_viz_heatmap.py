@@ -16,7 +16,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
 from ._viz_common import (_SIGNS, _check_sign, _check_titles, _colormap, _hide_frame,
-                          _new_figure, _to_numpy, _shape)
+                          _new_figure, _shape, _to_numpy)
 
 __all__ = ["heatmap", "grid"]
 
