@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 import fnattr
-from fnattr import _budget
+from fnattr import _budget, _probe
 from benchmarks.models import build
 
 MiB = 2**20
@@ -35,7 +35,7 @@ MiB = 2**20
 def peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes the CPU allocator held during ``fn()`` above what it held before."""
     box: list = []
-    return _budget._peak(lambda: box.append(fn()))
+    return _probe._peak(lambda: box.append(fn()))
 
 
 def interleaved(cands: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:

@@ -3,10 +3,10 @@
 Methods that expand the batch (``n_steps`` path points, ``n_samples`` draws,
 K neurons or targets) run it in blocks of rows; a row is one (point, example)
 pair fed to the model. Under a byte budget the planner here decides the block
-size (and the K chunk of the vectorized backward) from a **probe**: the peak
-working memory of one block of two rows, measured once with the allocator
-events of ``torch.profiler`` and cached per (model, layer, method site,
-input shapes, dtype, device). Splitting never changes the result (the blocks
+size (and the K chunk of the vectorized backward) from a **probe**
+(:mod:`fnattr._probe`): the peak working memory of one block of two rows,
+measured once with the allocator events of ``torch.profiler`` and cached per
+(model, layer, method site, input shapes, dtype, device). Splitting never changes the result (the blocks
 are summed), only memory and time.
 
 Budgets are bytes: an int, or a string with a binary (``KiB``, ``MiB``,
@@ -21,26 +21,19 @@ than that either (only slower). An explicit ``internal_batch_size`` or
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-import os
 import re
-import sys
-import tempfile
 import threading
-import weakref
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ._functional import Functional
 from ._objectives import Objective
-from ._taps import Site
+from ._probe import Cost, closure_key, fingerprint, measure
 
-__all__ = ["memory_budget", "parse", "resolve", "Cost", "plan", "measure", "chunk_cap",
-           "chunk_limit", "path_plan", "planned", "block_rows"]
+__all__ = ["memory_budget", "parse", "resolve", "plan", "chunk_cap", "chunk_limit",
+           "path_plan", "planned", "block_rows"]
 
 # Rows per block on CPU with no budget: IG and internal influence on the S, M
 # and L benchmark models were within 8% of their fastest internal batch size
@@ -55,9 +48,6 @@ CPU_BLOCK_BYTES = 512 * 2**20
 CPU_SMALL_BYTES = 2**20
 # Share of the free CUDA memory an automatic budget takes.
 CUDA_FRACTION = 0.5
-# Bytes per row assumed, per saved byte, when a probe cannot run (a profiler
-# is already active): the largest ratio measured on the benchmark models.
-SAVED_FACTOR = 40
 
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -175,16 +165,6 @@ class chunk_limit:
             _LOCAL.chunk = self.saved
 
 
-@dataclass(frozen=True)
-class Cost:
-    """Measured bytes per row: ``row`` working memory with one backward row at a
-    time, ``k_row`` more for each further row of a K chunk, ``out`` of result."""
-
-    row: int
-    k_row: int = 0
-    out: int = 0
-
-
 def plan(budget: int, cost: Cost, rows: int, k: int = 1, outside: int = 0,
          after: int = 0) -> tuple[int, int]:
     """``(rows per block, K chunk)`` whose working memory fits ``budget``.
@@ -210,154 +190,6 @@ def plan(budget: int, cost: Cost, rows: int, k: int = 1, outside: int = 0,
 
 def _fmt(n: int) -> str:
     return f"{n / 2**20:.2f} MiB ({n} bytes)"
-
-
-# Probe cache: key -> (weak references to the objects the key names by id, Cost)
-_CACHE: dict[tuple, tuple[tuple, Cost]] = {}
-_CACHE_SIZE = 256
-
-
-def measure(probe: Callable[[int], tuple[int, int]], key: tuple, refs: list, k: int,
-            device: str = "cpu") -> Cost:
-    """The :class:`Cost` of one small block, probed once per ``key``.
-
-    ``probe(k_chunk)`` runs the block and returns ``(rows, result bytes per
-    row)``. ``refs`` are the objects ``key`` holds by id (model, layer): an
-    entry is reused only while they are alive and the same.
-    """
-    hit = _CACHE.get(key)
-    if hit is not None and all(r() is o for r, o in zip(hit[0], refs)):
-        return hit[1]
-    box: list = []
-    base = _peak(lambda: box.append(probe(1)), device)
-    if base is None:
-        cost = _estimate(probe, k)
-    else:
-        rows, out = box[0]
-        k_row = 0
-        if k > 1:
-            k_row = max(0, (_peak(lambda: probe(2), device) - base) // rows)
-        cost = Cost(row=max(1, -(-base // rows)), k_row=k_row, out=out)
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = (tuple(_weak(o) for o in refs), cost)
-    return cost
-
-
-def _weak(obj: Any) -> Callable[[], Any]:
-    try:
-        return weakref.ref(obj)
-    except TypeError:  # not weak-referenceable: held (the cache is bounded)
-        return lambda: obj
-
-
-@contextlib.contextmanager
-def _without_profiler_log() -> Any:
-    """Drops the two lines torch's profiler (kineto, torch 2.13) prints on the C++
-    stderr at every start and stop (``USDT: ... profiler_start``/``profiler_stop``):
-    file descriptor 2 goes to a temporary file while the probe runs, and what
-    else was written there meanwhile is passed on when it ends."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr: nothing to hide
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except ValueError:
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            rest = b"".join(line for line in tmp.read().splitlines(keepends=True)
-                            if b"SyncActivityProfilerHandler" not in line)
-            if rest:
-                os.write(2, rest)
-
-
-def _peak(fn: Callable[[], Any], device: str = "cpu") -> int | None:
-    """Peak bytes allocated on ``device`` (net of frees) while ``fn`` runs, from the
-    profiler's allocation events (their running allocator totals); None when a
-    profiler is already active (profilers do not nest)."""
-    if torch._C._autograd._profiler_enabled():
-        return None
-    from torch.profiler import ProfilerActivity, profile
-
-    with _without_profiler_log(), \
-            profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    alloc = torch._C._profiler._EventType.Allocation
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        e = stack.pop()
-        stack.extend(e.children)
-        if e.tag == alloc and e.extra_fields.device.type == device:
-            f = e.extra_fields
-            events.append((e.start_time_ns, f.alloc_size, f.total_allocated))
-    if not events:
-        return 0
-    events.sort()
-    base = events[0][2] - events[0][1]
-    return max(total for _, _, total in events) - base
-
-
-def _estimate(probe: Callable[[int], tuple[int, int]], k: int) -> Cost:
-    """Fallback without the profiler: the forward's saved bytes times SAVED_FACTOR."""
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        rows, out = probe(1)
-    row = max(1, SAVED_FACTOR * sum(seen.values()) // rows)
-    return Cost(row=row, k_row=row if k > 1 else 0, out=out)
-
-
-def fingerprint(obj: Any, refs: list) -> Any:
-    """A hashable summary of a value for the probe cache key: objects by id
-    (appended to ``refs``), tensors by shape/dtype/device, containers by length."""
-    if isinstance(obj, Tensor):
-        return ("T", tuple(obj.shape), obj.dtype, obj.device.type)
-    if isinstance(obj, Functional):  # a new value per call: its model, rule and detach
-        return ("F", fingerprint(obj.model, refs), obj.rule, obj.detach)
-    if isinstance(obj, Objective):
-        return ("O", obj.k, obj.squeeze, obj.reads_layer, fingerprint(obj.targets, refs))
-    if isinstance(obj, Site):
-        return ("S", fingerprint(obj.layer, refs), obj.input_side)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, len(obj))
-    if callable(obj):
-        refs.append(obj)
-        return ("id", id(obj))
-    if hasattr(obj, "__len__"):  # fnattr.each(...): its K
-        return (type(obj).__name__, len(obj))
-    return type(obj).__name__
-
-
-def closure_key(fn: Callable, refs: list) -> tuple:
-    """``fn``'s code and a fingerprint of what its closure holds (its model, layer,
-    selectors): two calls of one method on one model share a key."""
-    cells = tuple(fingerprint(c.cell_contents, refs) for c in fn.__closure__ or ()
-                  if _filled(c))
-    return (fn.__code__, cells)
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:
-        return False
-    return True
 
 
 def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, baselines: tuple,

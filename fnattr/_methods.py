@@ -9,7 +9,7 @@ and the README's "Shared arguments": they mean exactly what they mean in Captum 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -126,75 +126,59 @@ def integrated_gradients(
                                     additional_forward_args) if return_convergence_delta else None)
 
 
-@attribution("inputs", rule="guided", compat="GuidedBackprop")
-def guided_backprop(
-    model: ForwardFunc,
-    inputs: TensorOrTuple,
-    target: Target = None,
-    additional_forward_args: Any = None,
-    *,
-    create_graph: bool = False,
-) -> TensorOrTuple:
-    """Gradient with every ReLU's backward replaced by the guided rule.
+def _rule_gradient(name: str, rule: str, compat: str, summary: str, about: str,
+                   reference: str) -> Callable:
+    """The gradient under a ReLU rule: ``gradient(with_rule(model, <rule>_relu), ...)``,
+    registered as ``name`` (the boundary applies the catalog's ``rule``)."""
+    def body(
+        model: ForwardFunc,
+        inputs: TensorOrTuple,
+        target: Target = None,
+        additional_forward_args: Any = None,
+        *,
+        create_graph: bool = False,
+    ) -> TensorOrTuple:
+        return at_inputs(site_gradient(model, create_graph=create_graph), inputs, target,
+                         additional_forward_args)
 
-    Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
+    body.__name__ = body.__qualname__ = name
+    body.__doc__ = f"""Gradient with every ReLU's backward replaced by the {summary} rule.
+
+    {about}
+
+    References:
+        {reference}
+
+    Args:
+        {{args: model, inputs, target, additional_forward_args, create_graph}}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for
+        ``fnattr.each`` of K targets).
+
+    Example:
+        {{digits}}
+        >>> attr = fnattr.{name}(model, x, target=labels)
+        >>> attr.shape
+        torch.Size([50, 1, 8, 8])
+    """
+    return attribution("inputs", rule=rule, compat=compat)(body)
+
+
+guided_backprop = _rule_gradient(
+    "guided_backprop", "guided", "GuidedBackprop", "guided",
+    """Captum's ``GuidedBackprop``, as ``gradient(with_rule(model,
     guided_relu), ...)``. Differs from Captum in reaching every ReLU the
     forward runs (``F.relu``, ``torch.relu``, ``Tensor.relu`` and in-place
-    forms, not only ``nn.ReLU`` modules) and in printing no warnings.
+    forms, not only ``nn.ReLU`` modules) and in printing no warnings.""",
+    """Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806""")
 
-    References:
-        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
-
-    Args:
-        {args: model, inputs, target, additional_forward_args, create_graph}
-
-    Returns:
-        Attributions shaped like ``inputs`` (a leading ``K`` for
-        ``fnattr.each`` of K targets).
-
-    Example:
-        {digits}
-        >>> attr = fnattr.guided_backprop(model, x, target=labels)
-        >>> attr.shape
-        torch.Size([50, 1, 8, 8])
-    """
-    return at_inputs(site_gradient(model, create_graph=create_graph), inputs, target,
-                     additional_forward_args)
-
-
-@attribution("inputs", rule="deconv", compat="Deconvolution")
-def deconvolution(
-    model: ForwardFunc,
-    inputs: TensorOrTuple,
-    target: Target = None,
-    additional_forward_args: Any = None,
-    *,
-    create_graph: bool = False,
-) -> TensorOrTuple:
-    """Gradient with every ReLU's backward replaced by the deconvolution rule.
-
-    Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
-    reaches every ReLU the forward runs (see :func:`with_rule`).
-
-    References:
-        Zeiler & Fergus, "Visualizing and Understanding Convolutional
-        Networks", https://arxiv.org/abs/1311.2901
-
-    Args:
-        {args: model, inputs, target, additional_forward_args, create_graph}
-
-    Returns:
-        Attributions shaped like ``inputs`` (a leading ``K`` for
-        ``fnattr.each`` of K targets).
-
-    Example:
-        {digits}
-        >>> attr = fnattr.deconvolution(model, x, target=labels)
-        >>> attr.shape
-        torch.Size([50, 1, 8, 8])
-    """
-    return at_inputs(site_gradient(model, create_graph=create_graph), inputs, target,
-                     additional_forward_args)
+deconvolution = _rule_gradient(
+    "deconvolution", "deconv", "Deconvolution", "deconvolution",
+    """Captum's ``Deconvolution``, as ``gradient(with_rule(model, deconv_relu), ...)``;
+    reaches every ReLU the forward runs (see :func:`with_rule`).""",
+    """Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901""")
 
 
 @attribution("layer", path="quadrature", compat="InternalInfluence")

@@ -8,7 +8,7 @@ exact. Neuron gradient SHAP is in :mod:`fnattr._shap`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .types import Baselines, ForwardFunc, Layer, NeuronSelector, TensorOrTuple
 from ._boundary import attribution
@@ -119,80 +119,64 @@ def neuron_integrated_gradients(
                         internal_batch_size=internal_batch_size, memory_budget=memory_budget)
 
 
-@attribution("neuron", rule="guided", compat="NeuronGuidedBackprop")
-def neuron_guided_backprop(
-    model: ForwardFunc,
-    layer: Layer,
-    inputs: TensorOrTuple,
-    neuron_selector: NeuronSelector,
-    additional_forward_args: Any = None,
-    attribute_to_neuron_input: bool = False,
-    *,
-    create_graph: bool = False,
-    chunk_size: int | None = None,
-) -> TensorOrTuple:
-    """Neuron gradient under the guided ReLU rule (Captum's ``NeuronGuidedBackprop``).
+def _rule_neuron_gradient(name: str, rule: str, compat: str, summary: str, about: str,
+                          reference: str, example: str) -> Callable:
+    """:func:`neuron_gradient` under a ReLU rule, registered as ``name`` (the
+    boundary applies the catalog's ``rule``)."""
+    def body(
+        model: ForwardFunc,
+        layer: Layer,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+        *,
+        create_graph: bool = False,
+        chunk_size: int | None = None,
+    ) -> TensorOrTuple:
+        grad = site_gradient(model, Site(layer, attribute_to_neuron_input),
+                             create_graph=create_graph, chunk_size=chunk_size)
+        return at_inputs(grad, inputs, neuron_selector, additional_forward_args)
 
-    :func:`neuron_gradient` of ``with_rule(model, guided_relu)``: every ReLU
+    body.__name__ = body.__qualname__ = name
+    body.__doc__ = f"""Neuron gradient under the {summary} (Captum's ``{compat}``).
+
+    {about}
+
+    References:
+        {reference}
+
+    Args:
+        {{args: model, layer, inputs, neuron_selector, additional_forward_args,
+        attribute_to_neuron_input, create_graph, chunk_size}}
+
+    Returns:
+        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
+
+    Example:
+        {{digits}}
+        {example}
+    """
+    return attribution("neuron", rule=rule, compat=compat)(body)
+
+
+neuron_guided_backprop = _rule_neuron_gradient(
+    "neuron_guided_backprop", "guided", "NeuronGuidedBackprop", "guided ReLU rule",
+    """:func:`neuron_gradient` of ``with_rule(model, guided_relu)``: every ReLU
     the forward runs gets the guided backward; a list of selectors gives all
-    neurons from one pass.
-
-    References:
-        Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806
-
-    Args:
-        {args: model, layer, inputs, neuron_selector, additional_forward_args,
-        attribute_to_neuron_input, create_graph, chunk_size}
-
-    Returns:
-        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
-
-    Example:
-        {digits}
-        >>> attr = fnattr.neuron_guided_backprop(model, "features.2", x, (0, 3, 3))
+    neurons from one pass.""",
+    """Springenberg et al., "Striving for Simplicity", https://arxiv.org/abs/1412.6806""",
+    """>>> attr = fnattr.neuron_guided_backprop(model, "features.2", x, (0, 3, 3))
         >>> attr.shape  # channel 0 at row 3, column 3 of the second convolution
-        torch.Size([50, 1, 8, 8])
-    """
-    grad = site_gradient(model, Site(layer, attribute_to_neuron_input),
-                         create_graph=create_graph, chunk_size=chunk_size)
-    return at_inputs(grad, inputs, neuron_selector, additional_forward_args)
+        torch.Size([50, 1, 8, 8])""")
 
-
-@attribution("neuron", rule="deconv", compat="NeuronDeconvolution")
-def neuron_deconvolution(
-    model: ForwardFunc,
-    layer: Layer,
-    inputs: TensorOrTuple,
-    neuron_selector: NeuronSelector,
-    additional_forward_args: Any = None,
-    attribute_to_neuron_input: bool = False,
-    *,
-    create_graph: bool = False,
-    chunk_size: int | None = None,
-) -> TensorOrTuple:
-    """Neuron gradient under the deconvolution rule (Captum's ``NeuronDeconvolution``).
-
-    :func:`neuron_gradient` of ``with_rule(model, deconv_relu)``: every ReLU
+neuron_deconvolution = _rule_neuron_gradient(
+    "neuron_deconvolution", "deconv", "NeuronDeconvolution", "deconvolution rule",
+    """:func:`neuron_gradient` of ``with_rule(model, deconv_relu)``: every ReLU
     the forward runs gets the deconvolution backward; a list of selectors
-    gives all neurons from one pass.
-
-    References:
-        Zeiler & Fergus, "Visualizing and Understanding Convolutional
-        Networks", https://arxiv.org/abs/1311.2901
-
-    Args:
-        {args: model, layer, inputs, neuron_selector, additional_forward_args,
-        attribute_to_neuron_input, create_graph, chunk_size}
-
-    Returns:
-        Attributions shaped like ``inputs`` (a leading ``K`` for K selectors).
-
-    Example:
-        {digits}
-        >>> attr = fnattr.neuron_deconvolution(model, "features.2", x, [(0, 3, 3), (1, 3, 3)])
+    gives all neurons from one pass.""",
+    """Zeiler & Fergus, "Visualizing and Understanding Convolutional
+        Networks", https://arxiv.org/abs/1311.2901""",
+    """>>> attr = fnattr.neuron_deconvolution(model, "features.2", x, [(0, 3, 3), (1, 3, 3)])
         >>> attr.shape
-        torch.Size([2, 50, 1, 8, 8])
-    """
-    grad = site_gradient(model, Site(layer, attribute_to_neuron_input),
-                         create_graph=create_graph, chunk_size=chunk_size)
-    return at_inputs(grad, inputs, neuron_selector, additional_forward_args)
+        torch.Size([2, 50, 1, 8, 8])""")

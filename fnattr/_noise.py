@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from . import _budget, _normalize as N
+from . import _budget, _normalize as N, _probe
 from ._catalog import lookup
 from .types import TensorOrTuple
 
@@ -137,11 +137,11 @@ def _copies_per_call(attribution_fn: Callable, xs: tuple[Tensor, ...], was_tuple
                           "smoothgrad", None, kwargs)
 
     refs: list = []
-    key = ("noise_tunnel", _budget.fingerprint(getattr(attribution_fn, "func", attribution_fn),
+    key = ("noise_tunnel", _probe.fingerprint(getattr(attribution_fn, "func", attribution_fn),
                                                 refs),
-           tuple(_budget.fingerprint(a, refs) for a in getattr(attribution_fn, "args", ())),
-           tuple(_budget.fingerprint(x, refs) for x in xs),
-           tuple(sorted((k, _budget.fingerprint(v, refs)) for k, v in kwargs.items())))
+           tuple(_probe.fingerprint(a, refs) for a in getattr(attribution_fn, "args", ())),
+           tuple(_probe.fingerprint(x, refs) for x in xs),
+           tuple(sorted((k, _probe.fingerprint(v, refs)) for k, v in kwargs.items())))
     try:
         return _budget.block_rows(budget, run, key, refs, noise[0].shape[1], device,
                                   outside=sum(x.numel() * x.element_size() for x in xs))

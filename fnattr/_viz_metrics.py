@@ -12,17 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ._viz_common import _new_figure
 
 __all__ = ["sanity_check", "deletion_curves"]
 
 
 def _axes(ax: Axes | None, width: float, height: float) -> Axes:
     if ax is None:
-        figure = Figure(figsize=(width, height), layout="constrained")
-        FigureCanvasAgg(figure)
-        return figure.add_subplot()
+        return _new_figure(width, height).add_subplot()
     if not isinstance(ax, Axes):
         raise TypeError(f"`ax` must be a matplotlib Axes, got {type(ax).__name__}")
     return ax

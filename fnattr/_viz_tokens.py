@@ -16,6 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
+from ._viz_common import _colormap, _new_figure, _shape, _to_numpy
+
 __all__ = ["tokens", "token_matrix"]
 
 _FONT_SIZE = 11
@@ -23,12 +25,6 @@ _LINE_INCHES = 0.3  # one line of tokens
 _TITLE_INCHES = 0.35
 _BAR_INCHES = 0.75  # the colour bar below them
 _PAD, _GAP = 0.1, 0.1  # inches at the ends of a line, and between tokens
-
-
-def _viz() -> Any:
-    from . import viz  # lazily: fnattr.viz imports this module
-
-    return viz
 
 
 def _words(tokens: Any, name: str = "tokens") -> list[str]:
@@ -86,13 +82,12 @@ def tokens(
         >>> html.count('<span title="')  # one span per token, its score as tooltip
         4
     """
-    viz = _viz()
     words = _words(tokens)
-    values = viz._to_numpy(scores, "scores").reshape(-1)
+    values = _to_numpy(scores, "scores").reshape(-1)
     if values.shape[0] != len(words):
         raise ValueError(f"`scores` must have one value per token ({len(words)}), got "
                          f"{values.shape[0]}")
-    colormap, norm = viz._colormap(cmap, "all"), _scale(values, vmax)
+    colormap, norm = _colormap(cmap, "all"), _scale(values, vmax)
     colors = colormap(norm(values))
     if html:
         return _as_html(words, values, colors, colormap, norm, title)
@@ -212,15 +207,14 @@ def token_matrix(
         >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
         ['on', 'the', 'mat']
     """
-    viz = _viz()
     rows, cols = _words(row_tokens, "row_tokens"), _words(col_tokens, "col_tokens")
-    values = viz._to_numpy(matrix, "matrix")
+    values = _to_numpy(matrix, "matrix")
     if values.shape != (len(rows), len(cols)):
         raise ValueError(f"`matrix` must have shape ({len(rows)}, {len(cols)}) (rows x "
-                         f"columns), got {viz._shape(values)}")
+                         f"columns), got {_shape(values)}")
     if ax is None:
-        ax = viz._new_figure(0.32 * len(cols) + 2.2, 0.3 * len(rows) + 1.6).add_subplot()
-    image = ax.imshow(values, cmap=viz._colormap(cmap, "all"), norm=_scale(values, vmax),
+        ax = _new_figure(0.32 * len(cols) + 2.2, 0.3 * len(rows) + 1.6).add_subplot()
+    image = ax.imshow(values, cmap=_colormap(cmap, "all"), norm=_scale(values, vmax),
                       aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, rotation=90, family="monospace")
     ax.set_yticks(range(len(rows)), rows, family="monospace")

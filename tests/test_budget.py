@@ -1,4 +1,4 @@
-"""Memory budgets (fnattr._budget): peak working memory within the budget,
+"""Memory budgets (fnattr._budget, fnattr._probe): peak working memory within the budget,
 results independent of the split, argument errors, the context manager."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import fnattr
-from fnattr import _budget
+from fnattr import _budget, _probe
 
 B = 2**10  # KiB
 MiB = 2**20
@@ -187,15 +187,15 @@ def test_context_is_thread_local():
 def test_probe_under_an_active_profiler_falls_back(net):
     """Profilers do not nest: under one the planner estimates from saved bytes."""
     ref = fnattr.internal_influence(net, net[5], X, target=2, n_steps=12)
-    _budget._CACHE.clear()
+    _probe._CACHE.clear()
     _, out = peak(lambda: fnattr.internal_influence(net, net[5], X, target=2, n_steps=12,
                                                     memory_budget="4MiB"))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    _budget._CACHE.clear()
+    _probe._CACHE.clear()
 
 
 def test_plan_splits_rows_then_k():
-    cost = _budget.Cost(row=100, k_row=10)
+    cost = _probe.Cost(row=100, k_row=10)
     assert _budget.plan(1000, cost, rows=50, k=8) == (10, 1)
     assert _budget.plan(1000, cost, rows=5, k=8) == (5, 8)
     assert _budget.plan(1000, cost, rows=5, k=100) == (5, 11)
