@@ -43,9 +43,12 @@ CPU_ROWS = 128
 # IG on L (8.7 MB a row) was fastest at 32-64 rows and 1.1-1.4x slower at 128.
 CPU_BLOCK_BYTES = 512 * 2**20
 # ... but an expanded batch whose inputs take at most this many bytes runs whole:
-# splitting it only adds per-block overhead (IG/internal influence with 8 steps on
-# the S MLP: 256 rows of 3 KiB, 3-13% slower in two blocks of 128).
-CPU_SMALL_BYTES = 2**20
+# splitting it only adds per-block overhead. Measured (internal influence, 50 steps,
+# 1 thread, medians / minima): S MLP (1,600 rows of 3 KiB, 5 MB) whole 13.7 ms min vs
+# 15.5 in blocks of 128, 1.0x vs 1.4-1.6x the one-batch floor in benchmarks.run; M
+# (800 rows of 12 KiB, 9.8 MB) and L (400 of 48 KiB, 19.6 MB) stay split (whole:
+# 1.6x and 1.2x slower than 128-row blocks).
+CPU_SMALL_BYTES = 8 * 2**20
 # Share of the free CUDA memory an automatic budget takes.
 CUDA_FRACTION = 0.5
 
