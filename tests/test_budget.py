@@ -249,3 +249,23 @@ def test_every_catalog_method_taking_a_budget_has_a_case():
              if "memory_budget" in inspect.signature(e.fn).parameters]
     missing = [n for n in takes if not any(k == n or k.startswith(n + "_") for k in CASES)]
     assert not missing, f"no memory-budget case for {missing}"
+
+
+@pytest.mark.parametrize("features, whole", [(16, True), (3 * 32 * 32, False)])
+def test_cpu_default_runs_small_paths_whole_and_splits_large_ones(features, whole):
+    """No budget on CPU: an expanded batch whose inputs take <= CPU_SMALL_BYTES is one
+    block (splitting only adds overhead); a larger one goes in CPU_ROWS-row blocks."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(features, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(16, features)
+    rows: list[int] = []
+    handle = model[0].register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    try:
+        attr = fnattr.internal_influence(model, model[2], x, target=1, n_steps=50)
+    finally:
+        handle.remove()
+    assert (16 * 50 * features * 4 <= _budget.CPU_SMALL_BYTES) == whole
+    assert max(rows) == (16 * 50 if whole else _budget.CPU_ROWS)
+    ref = fnattr.internal_influence(model, model[2], x, target=1, n_steps=50,
+                                    internal_batch_size=16 * 50)
+    torch.testing.assert_close(attr, ref)
