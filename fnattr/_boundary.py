@@ -90,9 +90,7 @@ def normalize(a: dict, site: str = "inputs", path: str = "none",
     if not callable(f):
         raise TypeError(f"`{first}` must be callable, got {type(f).__name__}")
     detach = not a.get("create_graph", False)
-    if rule is not None:
-        f = ruled(f, rule, detach)
-    f = a[first] = functional(f, detach=detach)
+    f = a[first] = ruled(f, rule, detach) if rule is not None else functional(f, detach=detach)
     if "layer" in a:
         a["layer"] = N.resolve_layer(f.root, a["layer"])
     raw = a["inputs"]

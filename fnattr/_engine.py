@@ -93,8 +93,7 @@ def gradients(
     return (grads, value) if return_value else grads
 
 
-def _read_fn(objective: Objective, read: bool, fn: Callable | None = None) -> Callable | None:
-    fn = objective.fn if fn is None else fn
+def _read_fn(fn: Callable, read: bool) -> Callable | None:
     return (lambda value: fn(None, value)) if read else None
 
 
@@ -143,7 +142,7 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
         if site.layer is not None:
             tap = _Tap(site.input_side,
                        probes="lazy" if wrt_site and substitute is None else None,
-                       read=_read_fn(objective, read, evaluate), keep=return_value,
+                       read=_read_fn(evaluate, read), keep=return_value,
                        stop=stop, substitute=substitute)
         counter = None
         if chunk_size is None and objective.auto_chunk and objective.k != 1:
@@ -237,7 +236,7 @@ def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, 
             replace = primals if substitute is not None else None
             tap = _Tap(site.input_side,
                        probes=primals if wrt_site and replace is None else None,
-                       read=_read_fn(objective, read), at_call=at_call, keep=return_value,
+                       read=_read_fn(objective.fn, read), at_call=at_call, keep=return_value,
                        substitute=replace)
         with _FlatLinear() if torch.compiler.is_compiling() else contextlib.nullcontext():
             out = forward_at(f, xs, args, site, tap)

@@ -138,8 +138,8 @@ def _rule_gradient(name: str, rule: str, compat: str, summary: str, about: str,
         *,
         create_graph: bool = False,
     ) -> TensorOrTuple:
-        return at_inputs(site_gradient(model, create_graph=create_graph), inputs, target,
-                         additional_forward_args)
+        return gradient.__wrapped__(model, inputs, target, additional_forward_args,
+                                    create_graph=create_graph)
 
     body.__name__ = body.__qualname__ = name
     body.__doc__ = f"""Gradient with every ReLU's backward replaced by the {summary} rule.

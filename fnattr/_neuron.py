@@ -134,9 +134,9 @@ def _rule_neuron_gradient(name: str, rule: str, compat: str, summary: str, about
         create_graph: bool = False,
         chunk_size: int | None = None,
     ) -> TensorOrTuple:
-        grad = site_gradient(model, Site(layer, attribute_to_neuron_input),
-                             create_graph=create_graph, chunk_size=chunk_size)
-        return at_inputs(grad, inputs, neuron_selector, additional_forward_args)
+        return neuron_gradient.__wrapped__(model, layer, inputs, neuron_selector,
+                                           additional_forward_args, attribute_to_neuron_input,
+                                           create_graph=create_graph, chunk_size=chunk_size)
 
     body.__name__ = body.__qualname__ = name
     body.__doc__ = f"""Neuron gradient under the {summary} (Captum's ``{compat}``).

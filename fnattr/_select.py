@@ -132,10 +132,8 @@ def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tens
                "model(ids, attention_mask=mask).logits` with `additional_forward_args=mask`"
                if isinstance(output, dict) else "")
         )
-    if type(target) is int and output.dim() == 2:  # the common case, without the ABCs
-        if not -output.shape[1] <= target < output.shape[1]:
-            raise IndexError(f"`target` index {target} is out of range for a dim of size "
-                             f"{output.shape[1]}")
+    if type(target) is int and output.dim() == 2:  # the common case, one plain index
+        _check_index_bounds((target,), output.shape[1:], "target")
         return output[:, target]
     if isinstance(target, Tensor) and target.shape == (1,):
         target = target.reshape(())  # one class for every example (as Captum)
