@@ -212,7 +212,7 @@ def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, base
         budget = automatic(ref.device)
         if budget is None:
             big = s * n > CPU_ROWS and s * n * _row_bytes(inputs, per_point) > CPU_SMALL_BYTES
-            return (CPU_ROWS if big else None), None
+            return _split((CPU_ROWS if big else None), None)
     stacked, _, reduce = flags
     if isinstance(target, Objective):  # fnattr's objectives carry their K
         stacked = not target.squeeze
@@ -246,10 +246,14 @@ def path_plan(run: Callable, grad_fn: Callable, budget: Any, inputs: tuple, base
                         for t in (*inputs, *baselines) if isinstance(t, Tensor)}.values())
     r, c = plan(budget, cost, s * n, k, outside, 0 if reduce else result // 2)
     r = _fast(r, ref.device, cost.row)
-    split = (None if r >= s * n else r), (None if c >= k else c)
+    return _split((None if r >= s * n else r), (None if c >= k else c))
+
+
+def _split(rows: int | None, chunk: int | None) -> tuple[int | None, int | None]:
+    """The plan's exit: in planning mode (:func:`planned`) it is raised to the caller."""
     if _LOCAL.planning:
-        raise _Planned(split)
-    return split
+        raise _Planned((rows, chunk))
+    return rows, chunk
 
 
 class _Planned(BaseException):

@@ -197,12 +197,17 @@ def _plan_outside(a: dict, eager: Callable[[], Any]) -> None:
     """Resolves a memory budget (the call's or the context's) to an
     ``internal_batch_size`` (and a neuron method's ``chunk_size``) eagerly,
     before the compiled call: the split is a constant of the graph, so a new
-    split recompiles once and the probe never runs inside it."""
+    split recompiles once and the probe never runs inside it. With no budget,
+    a path method on CPU takes eager's automatic blocks (the whole expanded
+    batch was up to 1.6x slower compiled too: benchmarks/RESULTS.md); on CUDA
+    it runs whole."""
     if "memory_budget" not in a:
         return
     budget = _budget.resolve(a["memory_budget"])
     a["memory_budget"] = None  # nothing to parse inside the graph
-    if budget is None or a.get("internal_batch_size") is not None:
+    if a.get("internal_batch_size") is not None:
+        return
+    if budget is None and not ("internal_batch_size" in a and _on_cpu(a.get("inputs"))):
         return
     a["memory_budget"] = budget
     rows, chunk = _budget.planned(eager)
@@ -211,3 +216,9 @@ def _plan_outside(a: dict, eager: Callable[[], Any]) -> None:
         a["internal_batch_size"] = rows
     if chunk is not None and a.get("chunk_size", 0) is None:
         a["chunk_size"] = chunk
+
+
+def _on_cpu(inputs: Any) -> bool:
+    """Whether the call's (first tensor) input is on the CPU."""
+    first = inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
+    return not isinstance(first, torch.Tensor) or first.device.type == "cpu"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -268,4 +269,37 @@ def test_cpu_default_runs_small_paths_whole_and_splits_large_ones(features, whol
     assert max(rows) == (16 * 50 if whole else _budget.CPU_ROWS)
     ref = fnattr.internal_influence(model, model[2], x, target=1, n_steps=50,
                                     internal_batch_size=16 * 50)
+    torch.testing.assert_close(attr, ref)
+
+
+@pytest.mark.parametrize("method, layer", [(fnattr.integrated_gradients, None),
+                                           (fnattr.internal_influence, 4),
+                                           (fnattr.layer_integrated_gradients, 0)])
+def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(monkeypatch, method, layer):
+    """fnattr.compile decides the split outside the graph: with no budget on CPU a
+    path method runs eager's CPU_ROWS-row blocks (the whole expanded batch was
+    slower compiled too), not one block. torch.compile is replaced by a
+    stand-in that runs the graph's Python as traced (is_compiling() is True), so
+    the model's hook sees the rows the compiled graph would."""
+    def traced(fn: Callable, **kw: Any) -> Callable:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with monkeypatch.context() as m:
+                m.setattr(torch.compiler, "is_compiling", lambda: True)
+                return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(fnattr._compile.torch, "compile", traced)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Identity(), nn.Linear(3 * 32 * 32, 8), nn.ReLU(),
+                          nn.Linear(8, 4), nn.Identity()).eval()
+    x = torch.randn(16, 3 * 32 * 32)
+    site = () if layer is None else (model[layer],)
+    rows: list[int] = []
+    handle = model[1].register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    try:
+        attr = fnattr.compile(method, model, *site)(x, target=1, n_steps=50)
+    finally:
+        handle.remove()
+    assert max(rows) == _budget.CPU_ROWS
+    ref = method(model, *site, x, target=1, n_steps=50, internal_batch_size=16 * 50)
     torch.testing.assert_close(attr, ref)
