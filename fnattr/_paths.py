@@ -204,11 +204,13 @@ def path_average(
 
 def at_inputs(grad_fn: Callable, inputs: tuple[Tensor, ...], objective: Objective,
               args: tuple, memory_budget: Any = None) -> tuple[Tensor, ...]:
-    """``grad_fn`` at the inputs themselves; under a memory budget (or on CUDA) as a
-    one-point path (``0 + 1 * x`` is ``x`` exactly), so that the planner splits the
-    examples and the K rows like every expanded method's."""
+    """``grad_fn`` at the inputs themselves; under a memory budget, on CUDA, or for
+    a CPU batch too large for one automatic block, as a one-point path
+    (``0 + 1 * x`` is ``x`` exactly), so that the planner splits the examples and
+    the K rows like every expanded method's."""
     if transforms_active() or (_budget.resolve(memory_budget) is None
-                               and inputs[0].device.type != "cuda"):
+                               and inputs[0].device.type != "cuda"
+                               and not _budget.cpu_split(inputs)):
         return grad_fn(inputs, objective, args)
     return path_average(grad_fn, inputs, (0.0,) * len(inputs), [1.0], [1.0], target=objective,
                         additional_forward_args=args, stacked=True,

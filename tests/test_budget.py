@@ -303,3 +303,24 @@ def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(monkeypatch, 
     assert max(rows) == _budget.CPU_ROWS
     ref = method(model, *site, x, target=1, n_steps=50, internal_batch_size=16 * 50)
     torch.testing.assert_close(attr, ref)
+
+
+@pytest.mark.parametrize("method", [fnattr.gradient, fnattr.guided_backprop])
+@pytest.mark.parametrize("n, whole", [(160, True), (1024, False)])
+def test_cpu_default_splits_a_large_batch_at_the_inputs(method, n, whole):
+    """No budget on CPU: the methods evaluated at the inputs themselves follow the
+    same rule as the expanded ones (a batch over CPU_ROWS rows and CPU_SMALL_BYTES
+    goes in CPU_ROWS-row blocks), with the numbers of one whole batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3 * 32 * 32, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(n, 3 * 32 * 32)
+    rows: list[int] = []
+    handle = model[0].register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    try:
+        attr = method(model, x, target=1)
+    finally:
+        handle.remove()
+    assert (n * x[0].numel() * 4 <= _budget.CPU_SMALL_BYTES) == whole
+    assert max(rows) == (n if whole else _budget.CPU_ROWS)
+    ref = torch.cat([method(model, part, target=1) for part in x.split(100)])  # each whole
+    torch.testing.assert_close(attr, ref)
