@@ -170,10 +170,10 @@ def test_throughput_and_language_model_numbers_quote_results_md():
     matrix = _table(_section("K x T matrix", lig))[0][4]
     readme = " ".join(README.split())
     assert f"is {float(matrix.rstrip('x')):.1f}x a loop of 32 Captum calls" in readme
-    compiled = sorted(float(_table(_section(s, lig))[1][4].rstrip("x"))
-                      for s in ("LIG on a tiny BERT", "LIG on a 6-layer BERT"))
-    low, high = re.search(r"compiled (\d\.\d)-(\d\.\d)x", " ".join(README.split())).groups()
-    assert float(low) == round(compiled[0], 1) and float(high) == round(compiled[1], 1)
+    eager, compiled = ([_table(_section(s, lig))[i][4]
+                        for s in ("LIG on a tiny BERT", "LIG on a 6-layer BERT")] for i in (0, 1))
+    assert (f"eager is {eager[0]} Captum on a tiny BERT and {eager[1]} on a 6-layer one" in readme)
+    assert f"compiled {compiled[0]} and {compiled[1]}" in readme
 
 
 def test_every_fnattr_command_line_parses():
