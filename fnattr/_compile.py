@@ -207,8 +207,7 @@ def _plan_outside(a: dict, eager: Callable[[], Any]) -> None:
     a["memory_budget"] = None  # nothing to parse inside the graph
     if a.get("internal_batch_size") is not None:
         return
-    if budget is None and not ("internal_batch_size" in a and _on_cpu(a.get("inputs"))
-                               and _rows(a) > _budget.CPU_ROWS):
+    if budget is None and not _may_split_on_cpu(a):
         return
     a["memory_budget"] = budget
     rows, chunk = _budget.planned(eager)
@@ -219,24 +218,20 @@ def _plan_outside(a: dict, eager: Callable[[], Any]) -> None:
         a["chunk_size"] = chunk
 
 
-def _first(inputs: Any) -> Any:
-    return inputs[0] if isinstance(inputs, (tuple, list)) and inputs else inputs
-
-
-def _on_cpu(inputs: Any) -> bool:
-    """Whether the call's (first tensor) input is on the CPU."""
-    first = _first(inputs)
-    return not isinstance(first, torch.Tensor) or first.device.type == "cpu"
-
-
-def _rows(a: dict) -> float:
-    """An upper bound on the expanded rows of a path method's call ((``n_steps`` + 1)
-    x examples: layer conductance takes one point more), or infinity where they
-    are not known before its plan. A call with at most
-    :data:`fnattr._budget.CPU_ROWS` rows is never split, so it skips the eager
-    planning run (about 90 us, half of a small compiled call)."""
-    first = _first(a.get("inputs"))
+def _may_split_on_cpu(a: dict) -> bool:
+    """Whether eager's automatic plan may split this call with no budget: a path
+    method (it takes ``internal_batch_size``) on CPU inputs with more than
+    :data:`fnattr._budget.CPU_ROWS` expanded rows, bounded by (``n_steps`` + 1) x
+    examples (layer conductance takes one point more); where the count is not
+    known before the plan, it may. Other calls skip the eager planning run
+    (about 90 us, half of a small compiled call)."""
+    if "internal_batch_size" not in a:
+        return False
+    x = a.get("inputs")
+    x = x[0] if isinstance(x, (tuple, list)) and x else x
+    if not isinstance(x, torch.Tensor):
+        return True
+    if x.device.type != "cpu":
+        return False
     steps = a.get("n_steps")
-    if not isinstance(first, torch.Tensor) or first.dim() == 0 or not isinstance(steps, int):
-        return float("inf")
-    return (steps + 1) * first.shape[0]
+    return x.dim() == 0 or not isinstance(steps, int) or (steps + 1) * x.shape[0] > _budget.CPU_ROWS

@@ -252,6 +252,16 @@ def test_every_catalog_method_taking_a_budget_has_a_case():
     assert not missing, f"no memory-budget case for {missing}"
 
 
+def _rows_fed(module: nn.Module, call: Callable[[], Any]) -> tuple[Any, list[int]]:
+    """``call()``'s result and the batch sizes ``module`` was fed during it."""
+    rows: list[int] = []
+    handle = module.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    try:
+        return call(), rows
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("features, whole", [(16, True), (3 * 32 * 32, False)])
 def test_cpu_default_runs_small_paths_whole_and_splits_large_ones(features, whole):
     """No budget on CPU: an expanded batch whose inputs take <= CPU_SMALL_BYTES is one
@@ -259,12 +269,8 @@ def test_cpu_default_runs_small_paths_whole_and_splits_large_ones(features, whol
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(features, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
     x = torch.randn(16, features)
-    rows: list[int] = []
-    handle = model[0].register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
-    try:
-        attr = fnattr.internal_influence(model, model[2], x, target=1, n_steps=50)
-    finally:
-        handle.remove()
+    attr, rows = _rows_fed(model[0], lambda: fnattr.internal_influence(
+        model, model[2], x, target=1, n_steps=50))
     assert (16 * 50 * features * 4 <= _budget.CPU_SMALL_BYTES) == whole
     assert max(rows) == (16 * 50 if whole else _budget.CPU_ROWS)
     ref = fnattr.internal_influence(model, model[2], x, target=1, n_steps=50,
@@ -294,12 +300,8 @@ def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(monkeypatch, 
                           nn.Linear(8, 4), nn.Identity()).eval()
     x = torch.randn(16, 3 * 32 * 32)
     site = () if layer is None else (model[layer],)
-    rows: list[int] = []
-    handle = model[1].register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
-    try:
-        attr = fnattr.compile(method, model, *site)(x, target=1, n_steps=50)
-    finally:
-        handle.remove()
+    attr, rows = _rows_fed(model[1], lambda: fnattr.compile(method, model, *site)(
+        x, target=1, n_steps=50))
     assert max(rows) == _budget.CPU_ROWS
     ref = method(model, *site, x, target=1, n_steps=50, internal_batch_size=16 * 50)
     torch.testing.assert_close(attr, ref)
@@ -314,12 +316,7 @@ def test_cpu_default_splits_a_large_batch_at_the_inputs(method, n, whole):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3 * 32 * 32, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
     x = torch.randn(n, 3 * 32 * 32)
-    rows: list[int] = []
-    handle = model[0].register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
-    try:
-        attr = method(model, x, target=1)
-    finally:
-        handle.remove()
+    attr, rows = _rows_fed(model[0], lambda: method(model, x, target=1))
     assert (n * x[0].numel() * 4 <= _budget.CPU_SMALL_BYTES) == whole
     assert max(rows) == (n if whole else _budget.CPU_ROWS)
     ref = torch.cat([method(model, part, target=1) for part in x.split(100)])  # each whole
