@@ -31,6 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import _budget
 from ._functional import Functional, transforms_active
+from ._rules import graph_rule_ok, hook_relus
 from ._objectives import Objective
 from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
 
@@ -132,7 +133,13 @@ def _auto_chunk(k: int, saved_bytes: int, device: torch.device) -> int:
 
 
 def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk_size,
-           return_value, stop, substitute):
+           return_value, stop, substitute, on_graph=True):
+    # A ReLU rule in plain mode: the forward runs without the rule's mode and the
+    # rule is hooked on the graph it recorded (fnattr._rules.hook_relus).
+    ruled = f if on_graph and f.rule is not None and graph_rule_ok(f.model) else None
+    if ruled is not None:
+        f = Functional(f.model, None, f.detach, f.slots)
+        since = _sequence_nr()
     evaluate = objective.fn if objective.row is None else objective.row  # (K, N) or (N,)
     with torch.enable_grad() if not torch.is_grad_enabled() else contextlib.nullcontext():
         xs = tuple(inputs) if wrt_site else tuple(_variable(x) for x in inputs)
@@ -151,6 +158,11 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
               if counter is not None else contextlib.nullcontext()):
             out = forward_at(f, xs, args, site, tap)
         values = tap.read_out if read else evaluate(out, None)
+        if ruled is not None and not hook_relus(values, ruled.rule, since, ruled.model):
+            # an in-place op on a view may hide a ReLU: this call (and the model's
+            # later ones) run under the mode
+            return _plain(ruled, inputs, args, objective, site, read, wrt_site, create_graph,
+                          chunk_size, return_value, stop, substitute, on_graph=False)
         wrt = (substitute if substitute is not None else tap.created) if wrt_site else xs
         if counter is not None and values.dim() == 2:
             chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
@@ -161,6 +173,9 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
         if return_value:
             value = tap.value if create_graph else tuple(v.detach() for v in tap.value)
         return grads, value
+
+
+_sequence_nr = torch._C._autograd._get_sequence_nr
 
 
 def _unpack(t: Tensor) -> Tensor:

@@ -734,3 +734,110 @@ def test_nested_rules_the_inner_one_wins_in_every_mode():
     per_example = vmap(lambda xi: fnattr.gradient(nested, xi[None], target=1)[0])(x)
     torch.testing.assert_close(per_example, expected)
     assert not torch.allclose(expected, fnattr.deconvolution(model, x, target=1))
+
+
+# --------------------------------------------------------------------------
+# 7. Plain eager calls: the rule hooked on the recorded graph (issue 12.22)
+# --------------------------------------------------------------------------
+
+
+class _Counted(nn.Module):
+    """MLP's function with a ReLU written ``relu_`` on a view of its hidden layer
+    (``view=True``: the in-place op hides its node inside ``CopySlices``)."""
+
+    def __init__(self, mlp, view):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = mlp.fc1, mlp.fc2, mlp.fc3
+        self.view, self.calls, self.depth = view, 0, []
+
+    def forward(self, x):
+        self.calls += 1
+        self.depth.append(_stack_len())
+        h = self.fc1(x)
+        if self.view:
+            h[:, :4].relu_()
+            h = h * 1.0
+        else:
+            h = torch.relu(h)
+        return self.fc3(torch.relu(self.fc2(h)))
+
+
+def _reference(model, x, target, rule):
+    # the mode's rule under torch.func.grad (no graph hooks)
+    ruled = fnattr.with_rule(model, rule)
+    return grad(lambda t: ruled(t)[:, target].sum())(x)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_plain_calls_run_the_forward_with_no_mode(method):
+    # The mode costs ~1 us per torch call of the forward: a plain eager call
+    # runs its forward with no mode and hooks the rule on the recorded graph.
+    fn, _, rule = METHODS[method]
+    torch.manual_seed(0)
+    model = _Counted(MLP().to(DT).eval(), view=False)
+    x = torch.randn(5, 6, dtype=DT)
+    got = fn(model, x, target=1)
+    assert model.depth == [0]
+    ref = _reference(model, x, 1, rule)
+    assert model.depth[-1] >= 1  # under transforms the mode applies the rule
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(got, fnattr.gradient(model, x, target=1))
+    for neuron in (fnattr.neuron_guided_backprop, fnattr.neuron_deconvolution):
+        model.depth.clear()
+        neuron(model, model.fc2, x, (3,))
+        assert model.depth == [0]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_relu_in_place_on_a_view_falls_back_to_the_mode(method):
+    # relu_ on a view is recorded inside CopySlices, where no hook reaches it:
+    # the call reruns its forward under the mode, and the model's later calls
+    # use the mode at once.
+    fn, _, rule = METHODS[method]
+    torch.manual_seed(0)
+    model = _Counted(MLP().to(DT).eval(), view=True)
+    x = torch.randn(5, 6, dtype=DT)
+    ref = _reference(model, x, 2, rule)
+    model.calls, model.depth = 0, []
+    torch.testing.assert_close(fn(model, x, target=2), ref, rtol=1e-12, atol=1e-12)
+    assert model.depth == [0, 1]  # tried on the graph, then under the mode
+    torch.testing.assert_close(fn(model, x, target=2), ref, rtol=1e-12, atol=1e-12)
+    assert model.depth == [0, 1, 1]
+    plain = _Counted(model, view=False)  # another model still uses the graph
+    fn(plain, x, target=2)
+    assert plain.depth == [0]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_graph_built_before_the_call_is_left_alone(method):
+    # Inputs with a history (a ReLU the caller ran) are differentiated as they
+    # are: only nodes the call's own forward recorded are hooked.
+    fn, _, _ = METHODS[method]
+    x, g = _xg(6, (5, 6))
+    z = x.clone().requires_grad_()
+    h = torch.relu(z * 1.0)
+    model = MLP().to(DT).eval()
+    fn(model, h, target=0)
+    (gz,) = torch.autograd.grad(h, z, g)
+    assert torch.equal(gz, g * (x > 0))  # the caller's ReLU is plain
+    assert (gz < 0).any()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_plain_calls_also_reach_relus_inside_composite_ops(method):
+    # Documented: hooked on the graph, the rule also reaches ReLUs that a C++
+    # composite op records (nn.RNN(nonlinearity="relu") on CPU); under
+    # torch.func transforms (and compile) the mode does not see them.
+    fn, _, rule = METHODS[method]
+    torch.manual_seed(0)
+    rnn = nn.RNN(4, 6, nonlinearity="relu", batch_first=True).to(DT)
+    head = nn.Linear(6, 3).to(DT)
+
+    def model(t):
+        return head(rnn(t)[0][:, -1])
+
+    x = torch.randn(3, 5, 4, dtype=DT)
+    plain = fnattr.gradient(model, x, target=1)
+    got = fn(model, x, target=1)
+    assert not torch.allclose(got, plain)
+    torch.testing.assert_close(_reference(model, x, 1, rule), plain, rtol=1e-10, atol=1e-12)
