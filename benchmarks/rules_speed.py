@@ -10,11 +10,17 @@ rotating each round) and prints medians, and ratios of medians and of minima
 (the minimum is the steadier one on a shared machine), as a Markdown table. The
 compiled call runs once first with warnings turned into a list: every warning
 that compiling raises is printed (eager raises none).
+
+The last column is the median of the per-round ratios eager / Captum (the two
+calls of one round run back to back, so slow spells of a shared machine hit
+both) with a distribution-free 95% confidence interval: the order statistics
+``n/2 -+ 0.98 sqrt(n)`` of the n round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 import warnings
@@ -40,7 +46,17 @@ def _time(fns: dict, repeats: int) -> dict:
             fns[name]()
             times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}, \
-        {k: min(v) for k, v in times.items()}
+        {k: min(v) for k, v in times.items()}, times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Median of the per-round ratios ``a[i] / b[i]`` and its 95% confidence
+    interval (order statistics of the sorted ratios; distribution-free)."""
+    r = sorted(x / y for x, y in zip(a, b))
+    n = len(r)
+    half = 0.98 * math.sqrt(n)
+    lo, hi = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    return statistics.median(r), r[lo], r[hi]
 
 
 def run(models: list[str], repeats: int, compile_it: bool) -> list[str]:
@@ -48,8 +64,8 @@ def run(models: list[str], repeats: int, compile_it: bool) -> list[str]:
 
     rows = ["| model | method | fnattr eager ms | fnattr compiled ms | Captum ms | "
             "eager / Captum | (min) | compiled / eager | (min) | compile s | "
-            "warnings while compiling |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "warnings while compiling | eager / Captum per round (95% CI) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for key in models:
         spec = build(key)
         m, x, t = spec.model, spec.inputs, spec.target
@@ -81,7 +97,8 @@ def run(models: list[str], repeats: int, compile_it: bool) -> list[str]:
                     return cap.attribute(x, target=t)
 
             fns["captum"] = captum_call
-            med, low = _time(fns, repeats)
+            med, low, times = _time(fns, repeats)
+            mid, lo, hi = paired_ratio(times["eager"], times["captum"])
             comp = med.get("compiled")
             rows.append(
                 f"| {key} | {method} | {med['eager'] * 1e3:.2f} | "
@@ -91,7 +108,7 @@ def run(models: list[str], repeats: int, compile_it: bool) -> list[str]:
                 f"{'-' if comp is None else format(comp / med['eager'], '.2f') + 'x'} | "
                 f"{'-' if comp is None else format(low['compiled'] / low['eager'], '.2f') + 'x'} | "
                 f"{'-' if compile_s is None else format(compile_s, '.1f')} | "
-                f"{'; '.join(seen) or 'none'} |")
+                f"{'; '.join(seen) or 'none'} | {mid:.3f}x ({lo:.3f}-{hi:.3f}) |")
             print(rows[-1], flush=True)
     return rows
 

@@ -95,7 +95,10 @@ def functional(forward_func: Callable, *, detach: bool = True) -> Callable:
     ``torch.func.functional_call`` under ``torch.func`` transforms and
     ``torch.compile``, and in plain eager mode by swapping detached aliases
     into the modules for the duration of the call (restored when the call
-    returns or raises). With ``detach=False`` the live parameters are used.
+    returns or raises; the input-projection weights of
+    ``nn.MultiheadAttention(batch_first=True)`` stay attached in plain mode, since
+    ``at::matmul`` projects their transposed input with a slower ``bmm`` when they
+    are detached). With ``detach=False`` the live parameters are used.
     Any other callable is returned unchanged. ``DataParallel`` wrappers are
     unwrapped.
 
@@ -227,19 +230,31 @@ class _swapped_state:
                 _unswap(entry[2])
 
 
+# ``nn.MultiheadAttention(batch_first=True)`` projects a transposed, non-contiguous
+# 3-D input. ``at::matmul`` folds that into one ``mm`` only when the weight
+# requires grad; for a detached weight it runs an expanded ``bmm`` instead,
+# forward and backward: 2.8% of a ViT block's gradient on CPU
+# (benchmarks/RESULTS.md). These weights stay attached; they record the
+# projection's input for a weight gradient that is never computed.
+_MHA_KEEP = frozenset({"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"})
+
+
 def _swap(model: nn.Module, detach: bool) -> list[tuple[dict, str, Tensor]]:
     swapped: list[tuple[dict, str, Tensor]] = []
     stack, seen = [model], set()
     try:
         while stack:
             module = stack.pop()
-            if id(module) in seen:
+            key = id(module)
+            if module is None or key in seen:
                 continue
-            seen.add(id(module))
-            if detach:
-                params = module._parameters
+            seen.add(key)
+            params = module._parameters
+            if detach and params:
+                keep = _MHA_KEEP if isinstance(module, nn.MultiheadAttention) \
+                    and module.batch_first else ()
                 for name, p in params.items():
-                    if p is not None and p.requires_grad:
+                    if p is not None and p.requires_grad and name not in keep:
                         swapped.append((params, name, p))
                         params[name] = p.detach()
             if module.training and module._buffers:
@@ -248,7 +263,9 @@ def _swap(model: nn.Module, detach: bool) -> list[tuple[dict, str, Tensor]]:
                     if b is not None:
                         swapped.append((buffers, name, b))
                         buffers[name] = b.clone()
-            stack.extend(m for m in module._modules.values() if m is not None)
+            children = module._modules
+            if children:
+                stack.extend(children.values())
     except BaseException:
         _unswap(swapped)
         raise

@@ -106,3 +106,17 @@ def test_regenerating_results_keeps_the_other_modules_sections(tmp_path, monkeyp
     text = md.read_text()
     assert text.startswith("new tables") and "old tables" not in text
     assert text.endswith(report.KEEP_MARKER + "\n\n## Dataset-scale attribution\nrow\n")
+
+
+def test_paired_ratio_is_the_median_round_ratio_with_an_order_statistic_interval():
+    from benchmarks.rules_speed import paired_ratio
+
+    a = [float(i) for i in range(1, 101)]
+    b = [1.0] * 100
+    mid, lo, hi = paired_ratio(a, b)
+    assert mid == 50.5
+    # n = 100: order statistics 50 -+ 9.8 -> indices 40 and 60 of the sorted ratios
+    assert (lo, hi) == (41.0, 61.0)
+    # pairing: a uniform slow spell that hits both calls of a round cancels out
+    mid, lo, hi = paired_ratio([2.0, 20.0, 200.0], [1.0, 10.0, 100.0])
+    assert mid == lo == hi == 2.0
