@@ -59,7 +59,7 @@ from ._catalog import Method, lookup
 from ._engine import Slots
 from ._functional import Functional, functional, with_rule
 from ._rules import deconv_relu, guided_relu
-from ._paths import quadrature
+from ._paths import _arg_rows, _rows, quadrature
 
 __all__ = ["compile"]
 
@@ -156,9 +156,11 @@ def compile(
         fn = ready[bool(a.get("create_graph", False))]
         if entry.core is not None:  # sampled: the draws are made here, eagerly
             a = core_arguments(entry, a, fn)
-        _plan_outside(a, lambda: target(fn, *site, **a))
+        rows = _plan_outside(entry, a, lambda: target(fn, *site, **a))
         with (f.slots if site else contextlib.nullcontext()):
-            return compiled(fn, *site, **a)
+            if rows is None:
+                return compiled(fn, *site, **a)
+            return _example_blocks(lambda b: compiled(fn, *site, **b), a, rows)
 
     call.__name__ = f"compiled_{method.__name__}"
     call.__doc__ = method.__doc__
@@ -193,29 +195,81 @@ def core_arguments(entry: Method, a: dict, f: Functional, draw: Callable | None 
     return {k: paths if k == "paths" else a[k] for k in _core_names(entry)}
 
 
-def _plan_outside(a: dict, eager: Callable[[], Any]) -> None:
+def _plan_outside(entry: Method, a: dict, eager: Callable[[], Any]) -> int | None:
     """Resolves a memory budget (the call's or the context's) to an
     ``internal_batch_size`` (and a neuron method's ``chunk_size``) eagerly,
     before the compiled call: the split is a constant of the graph, so a new
     split recompiles once and the probe never runs inside it. With no budget,
     a path method on CPU takes eager's automatic blocks (the whole expanded
     batch was up to 1.6x slower compiled too: benchmarks/RESULTS.md); on CUDA
-    it runs whole."""
-    if "memory_budget" not in a:
-        return
+    it runs whole.
+
+    A method at the inputs (``path == "none"``: gradient, the rule methods and
+    their neuron forms) has no ``internal_batch_size``: its examples are split
+    here instead, and the rows per block are returned (``None``: one call), as
+    eager splits them: :data:`fnattr._budget.CPU_ROWS` rows for a CPU batch that
+    :func:`fnattr._budget.cpu_split` splits, or the budget's plan."""
+    at_inputs = entry.path == "none"
+    if "memory_budget" not in a:  # (the rule methods take none)
+        return _budget.CPU_ROWS if at_inputs and _cpu_inputs_split(a) else None
     budget = _budget.resolve(a["memory_budget"])
     a["memory_budget"] = None  # nothing to parse inside the graph
     if a.get("internal_batch_size") is not None:
-        return
-    if budget is None and not _may_split_on_cpu(a):
-        return
+        return None
+    if budget is None:
+        if at_inputs:
+            return _budget.CPU_ROWS if _cpu_inputs_split(a) else None
+        if not _may_split_on_cpu(a):
+            return None
     a["memory_budget"] = budget
     rows, chunk = _budget.planned(eager)
     a["memory_budget"] = None
-    if "internal_batch_size" in a:  # (gradient and neuron_gradient: the K chunk only)
+    if "internal_batch_size" in a:
         a["internal_batch_size"] = rows
     if chunk is not None and a.get("chunk_size", 0) is None:
         a["chunk_size"] = chunk
+    return rows if at_inputs else None
+
+
+def _cpu_inputs_split(a: dict) -> bool:
+    xs = a.get("inputs")
+    xs = tuple(xs) if isinstance(xs, (tuple, list)) else (xs,)
+    ref = next((t for t in xs if isinstance(t, torch.Tensor)), None)
+    return (ref is not None and ref.dim() > 0 and ref.device.type == "cpu"
+            and _budget.cpu_split(xs))
+
+
+def _example_blocks(run: Callable[[dict], Any], a: dict, rows: int) -> Any:
+    """``run`` (the compiled method) on blocks of ``rows`` examples of the bound
+    arguments ``a``: the inputs, a per-example target and the per-example
+    additional arguments sliced as eager slices them; the results concatenated
+    along the examples (dim 1 under a leading ``K``)."""
+    inputs = a["inputs"]
+    xs = inputs if isinstance(inputs, tuple) else (inputs,)
+    n = next(t for t in xs if isinstance(t, torch.Tensor)).shape[0]
+    if rows >= n:
+        return run(a)
+    target = a.get("target")
+    k_axis = isinstance(target, N.Each) or isinstance(a.get("neuron_selector"), list)
+    parts = []
+    for n0 in range(0, n, rows):
+        n1 = min(n0 + rows, n)
+        b = dict(a, inputs=_example_rows(inputs, n0, n1, n))
+        if "target" in b:
+            b["target"] = _rows(target, n0, n1, 1, n)
+        if b.get("additional_forward_args") is not None:
+            b["additional_forward_args"] = _example_rows(b["additional_forward_args"], n0, n1, n)
+        parts.append(run(b))
+    dim = 1 if k_axis else 0
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p, dim) for p in zip(*parts))
+    return torch.cat(parts, dim)
+
+
+def _example_rows(value: Any, n0: int, n1: int, n: int) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_arg_rows(t, n0, n1, 1, n) for t in value)
+    return _arg_rows(value, n0, n1, 1, n)
 
 
 def _may_split_on_cpu(a: dict) -> bool:

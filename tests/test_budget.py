@@ -307,6 +307,63 @@ def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(monkeypatch, 
     torch.testing.assert_close(attr, ref)
 
 
+class _Scaled(nn.Module):
+    """``net(x) * w + net(y)``: a second input and a per-example argument ``w``."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3 * 32 * 32, 8), nn.ReLU(), nn.Linear(8, 4))
+
+    def forward(self, x, y=None, w=None):
+        out = self.net(x)
+        if w is not None:
+            out = out * w
+        return out if y is None else out + self.net(y)
+
+
+_AT_INPUTS = {
+    "gradient, per-example target": (fnattr.gradient, None, lambda n: dict(
+        target=torch.arange(n) % 4)),
+    "gradient, each, tuple inputs, args": (fnattr.gradient, None, lambda n: dict(
+        target=fnattr.each([0, 2]), additional_forward_args=(torch.rand(n, 1),))),
+    "guided_backprop": (fnattr.guided_backprop, None, lambda n: dict(target=1)),
+    "neuron_gradient, K selectors": (fnattr.neuron_gradient, "net.2", lambda n: dict(
+        neuron_selector=[0, 3])),
+    "neuron_deconvolution": (fnattr.neuron_deconvolution, "net.2", lambda n: dict(
+        neuron_selector=1)),
+}
+
+
+@pytest.mark.parametrize("case", list(_AT_INPUTS))
+def test_compiled_methods_at_the_inputs_on_cpu_take_eagers_automatic_blocks(monkeypatch, case):
+    """fnattr.compile of a method at the inputs (no internal_batch_size to carry
+    into the graph) splits a large CPU batch into eager's CPU_ROWS-row blocks
+    outside the graph: the inputs, a per-example target and per-example args
+    sliced, the results concatenated (after a leading K). torch.compile is the
+    stand-in above: the graph's Python runs as traced."""
+    def traced(fn: Callable, **kw: Any) -> Callable:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with monkeypatch.context() as m:
+                m.setattr(torch.compiler, "is_compiling", lambda: True)
+                return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(fnattr._compile.torch, "compile", traced)
+    method, layer, kwargs = _AT_INPUTS[case]
+    torch.manual_seed(0)
+    model = _Scaled().eval()
+    n = 700  # 700 rows of 12 KiB: more than CPU_ROWS rows and CPU_SMALL_BYTES
+    x = torch.randn(n, 3 * 32 * 32)
+    inputs = (x, torch.randn(n, 3 * 32 * 32)) if "tuple" in case else x
+    kw = kwargs(n)
+    site = () if layer is None else (layer,)
+    attr, rows = _rows_fed(model.net[0], lambda: fnattr.compile(method, model, *site)(
+        inputs, **kw))
+    assert rows and max(rows) == _budget.CPU_ROWS and sum(rows) == n * (1 + ("tuple" in case))
+    ref = method(model, *site, inputs, **kw)  # eager, its own blocks
+    torch.testing.assert_close(attr, ref)
+
+
 @pytest.mark.parametrize("method", [fnattr.gradient, fnattr.guided_backprop])
 @pytest.mark.parametrize("n, whole", [(160, True), (1024, False)])
 def test_cpu_default_splits_a_large_batch_at_the_inputs(method, n, whole):
