@@ -278,15 +278,11 @@ def test_cpu_default_runs_small_paths_whole_and_splits_large_ones(features, whol
     torch.testing.assert_close(attr, ref)
 
 
-@pytest.mark.parametrize("method, layer", [(fnattr.integrated_gradients, None),
-                                           (fnattr.internal_influence, 4),
-                                           (fnattr.layer_integrated_gradients, 0)])
-def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(monkeypatch, method, layer):
-    """fnattr.compile decides the split outside the graph: with no budget on CPU a
-    path method runs eager's CPU_ROWS-row blocks (the whole expanded batch was
-    slower compiled too), not one block. torch.compile is replaced by a
-    stand-in that runs the graph's Python as traced (is_compiling() is True), so
-    the model's hook sees the rows the compiled graph would."""
+@pytest.fixture
+def traced_compile(monkeypatch):
+    """torch.compile replaced by a stand-in that runs the graph's Python as traced
+    (``is_compiling()`` is True), so that a model's hook sees the rows the
+    compiled graph would, without compiling."""
     def traced(fn: Callable, **kw: Any) -> Callable:
         def call(*args: Any, **kwargs: Any) -> Any:
             with monkeypatch.context() as m:
@@ -295,6 +291,16 @@ def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(monkeypatch, 
         return call
 
     monkeypatch.setattr(fnattr._compile.torch, "compile", traced)
+
+
+@pytest.mark.parametrize("method, layer", [(fnattr.integrated_gradients, None),
+                                           (fnattr.internal_influence, 4),
+                                           (fnattr.layer_integrated_gradients, 0)])
+def test_compiled_path_methods_on_cpu_take_eagers_automatic_blocks(traced_compile, method, layer):
+    """fnattr.compile decides the split outside the graph: with no budget on CPU a
+    path method runs eager's CPU_ROWS-row blocks (the whole expanded batch was
+    slower compiled too), not one block. torch.compile is the stand-in of
+    ``traced_compile``."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Identity(), nn.Linear(3 * 32 * 32, 8), nn.ReLU(),
                           nn.Linear(8, 4), nn.Identity()).eval()
@@ -335,20 +341,12 @@ _AT_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(_AT_INPUTS))
-def test_compiled_methods_at_the_inputs_on_cpu_take_eagers_automatic_blocks(monkeypatch, case):
+def test_compiled_methods_at_the_inputs_on_cpu_take_eagers_automatic_blocks(traced_compile, case):
     """fnattr.compile of a method at the inputs (no internal_batch_size to carry
     into the graph) splits a large CPU batch into eager's CPU_ROWS-row blocks
     outside the graph: the inputs, a per-example target and per-example args
     sliced, the results concatenated (after a leading K). torch.compile is the
-    stand-in above: the graph's Python runs as traced."""
-    def traced(fn: Callable, **kw: Any) -> Callable:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with monkeypatch.context() as m:
-                m.setattr(torch.compiler, "is_compiling", lambda: True)
-                return fn(*args, **kwargs)
-        return call
-
-    monkeypatch.setattr(fnattr._compile.torch, "compile", traced)
+    stand-in of ``traced_compile``."""
     method, layer, kwargs = _AT_INPUTS[case]
     torch.manual_seed(0)
     model = _Scaled().eval()
