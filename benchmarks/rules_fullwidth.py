@@ -7,7 +7,8 @@ written out (torchvision cannot be installed next to the CPU torch wheel), with
 a 10-way head, in eval mode with seeded weights. For guided backprop and
 deconvolution: compiles ``fnattr.compile(method, model)`` (the first call's time
 is the compile time), checks compiled against eager, then times eager and
-compiled interleaved (one thread, the starting candidate alternating) and
+compiled interleaved (one thread, the starting candidate alternating;
+:func:`benchmarks.rules_speed._time`) and
 prints medians, minima and the per-round paired ratio compiled / eager with a
 95% confidence interval (:func:`benchmarks.rules_speed.paired_ratio`).
 """
@@ -15,7 +16,6 @@ prints medians, minima and the per-round paired ratio compiled / eager with a
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -23,7 +23,7 @@ import torch
 import fnattr
 
 from .models import ResNet18ish
-from .rules_speed import paired_ratio
+from .rules_speed import _time, paired_ratio
 
 
 def run(repeats: int, batch: int, size: int) -> list[str]:
@@ -43,20 +43,11 @@ def run(repeats: int, batch: int, size: int) -> list[str]:
         ref = fn(model, x, target=3)
         diff = float((got - ref).abs().max() / ref.abs().max())
         fns = {"eager": lambda: fn(model, x, target=3), "compiled": lambda: compiled(x, target=3)}
-        for f in fns.values():
-            f()
-        times: dict = {k: [] for k in fns}
-        for r in range(repeats):
-            for k in (["eager", "compiled"] if r % 2 == 0 else ["compiled", "eager"]):
-                t0 = time.perf_counter()
-                fns[k]()
-                times[k].append(time.perf_counter() - t0)
+        med, low, times = _time(fns, repeats)
         mid, lo, hi = paired_ratio(times["compiled"], times["eager"])
-        rows.append(f"| {name} | {statistics.median(times['eager']) * 1e3:.1f} | "
-                    f"{statistics.median(times['compiled']) * 1e3:.1f} | "
+        rows.append(f"| {name} | {med['eager'] * 1e3:.1f} | {med['compiled'] * 1e3:.1f} | "
                     f"{mid:.3f}x ({lo:.3f}-{hi:.3f}) | "
-                    f"{min(times['compiled']) / min(times['eager']):.2f}x | {compile_s:.1f} | "
-                    f"{diff:.1e} |")
+                    f"{low['compiled'] / low['eager']:.2f}x | {compile_s:.1f} | {diff:.1e} |")
         print(rows[-1], flush=True)
     return rows
 

@@ -210,16 +210,16 @@ def _plan_outside(entry: Method, a: dict, eager: Callable[[], Any]) -> int | Non
     eager splits them: :data:`fnattr._budget.CPU_ROWS` rows for a CPU batch that
     :func:`fnattr._budget.cpu_split` splits, or the budget's plan."""
     at_inputs = entry.path == "none"
-    if "memory_budget" not in a:  # (the rule methods take none)
-        return _budget.CPU_ROWS if at_inputs and _cpu_inputs_split(a) else None
-    budget = _budget.resolve(a["memory_budget"])
-    a["memory_budget"] = None  # nothing to parse inside the graph
-    if a.get("internal_batch_size") is not None:
-        return None
+    budget = None
+    if "memory_budget" in a:  # (the rule methods take none)
+        budget = _budget.resolve(a["memory_budget"])
+        a["memory_budget"] = None  # nothing to parse inside the graph
+        if a.get("internal_batch_size") is not None:
+            return None
     if budget is None:
         if at_inputs:
             return _budget.CPU_ROWS if _cpu_inputs_split(a) else None
-        if not _may_split_on_cpu(a):
+        if "memory_budget" not in a or not _may_split_on_cpu(a):
             return None
     a["memory_budget"] = budget
     rows, chunk = _budget.planned(eager)

@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import _budget
 from ._functional import Functional, transforms_active
-from ._rules import graph_rule_ok, hook_relus
+from ._rules import graph_rule_ok, hook_relus, sequence_nr
 from ._objectives import Objective
 from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
 
@@ -139,7 +139,7 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
     ruled = f if on_graph and f.rule is not None and graph_rule_ok(f.model) else None
     if ruled is not None:
         f = Functional(f.model, None, f.detach, f.slots)
-        since = _sequence_nr()
+        since = sequence_nr()
     evaluate = objective.fn if objective.row is None else objective.row  # (K, N) or (N,)
     with torch.enable_grad() if not torch.is_grad_enabled() else contextlib.nullcontext():
         xs = tuple(inputs) if wrt_site else tuple(_variable(x) for x in inputs)
@@ -173,9 +173,6 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
         if return_value:
             value = tap.value if create_graph else tuple(v.detach() for v in tap.value)
         return grads, value
-
-
-_sequence_nr = torch._C._autograd._get_sequence_nr
 
 
 def _unpack(t: Tensor) -> Tensor:

@@ -72,7 +72,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["GuidedReLU", "DeconvReLU", "guided_relu", "deconv_relu", "hook_relus"]
+__all__ = ["GuidedReLU", "DeconvReLU", "guided_relu", "deconv_relu", "hook_relus",
+           "sequence_nr"]
 
 
 def _forward(x: Tensor) -> Tensor:
@@ -269,7 +270,8 @@ def _in_place_on_view(t: Tensor) -> Tensor:
 
 
 _COPY_SLICES = _node_type(_in_place_on_view)
-_sequence_nr = torch._C._autograd._get_sequence_nr
+# this thread's next autograd sequence number: pass it to hook_relus as ``since``
+sequence_nr = torch._C._autograd._get_sequence_nr
 
 
 def _guided_hook(grad_inputs: tuple, grad_outputs: tuple) -> tuple:
