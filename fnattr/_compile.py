@@ -156,11 +156,12 @@ def compile(
         fn = ready[bool(a.get("create_graph", False))]
         if entry.core is not None:  # sampled: the draws are made here, eagerly
             a = core_arguments(entry, a, fn)
-        rows = _plan_outside(entry, a, lambda: target(fn, *site, **a))
+        rows, k = _plan_outside(entry, a, lambda: target(fn, *site, **a))
+        run = lambda b: compiled(fn, *site, **b)  # noqa: E731
+        if rows is not None:
+            run = functools.partial(_example_blocks, run, rows=rows)
         with (f.slots if site else contextlib.nullcontext()):
-            if rows is None:
-                return compiled(fn, *site, **a)
-            return _example_blocks(lambda b: compiled(fn, *site, **b), a, rows)
+            return run(a) if k is None else _target_chunks(run, a, k)
 
     call.__name__ = f"compiled_{method.__name__}"
     call.__doc__ = method.__doc__
@@ -195,40 +196,50 @@ def core_arguments(entry: Method, a: dict, f: Functional, draw: Callable | None 
     return {k: paths if k == "paths" else a[k] for k in _core_names(entry)}
 
 
-def _plan_outside(entry: Method, a: dict, eager: Callable[[], Any]) -> int | None:
-    """Resolves a memory budget (the call's or the context's) to an
-    ``internal_batch_size`` (and a neuron method's ``chunk_size``) eagerly,
-    before the compiled call: the split is a constant of the graph, so a new
-    split recompiles once and the probe never runs inside it. With no budget,
-    a path method on CPU takes eager's automatic blocks (the whole expanded
-    batch was up to 1.6x slower compiled too: benchmarks/RESULTS.md); on CUDA
-    it runs whole.
+def _plan_outside(entry: Method, a: dict,
+                  eager: Callable[[], Any]) -> tuple[int | None, int | None]:
+    """Resolves a memory budget (the call's, else the context's) to an
+    ``internal_batch_size`` and a K chunk eagerly, before the compiled call: the
+    split is a constant of the graph, so a new split recompiles once and the
+    probe never runs inside it. With no budget, a path method on CPU takes
+    eager's automatic blocks (the whole expanded batch was up to 1.6x slower
+    compiled too: benchmarks/RESULTS.md); on CUDA it runs whole.
 
+    Returns ``(rows, k)``, what is split outside the graph (``None``: nothing).
     A method at the inputs (``path == "none"``: gradient, the rule methods and
-    their neuron forms) has no ``internal_batch_size``: its examples are split
-    here instead, and the rows per block are returned (``None``: one call), as
-    eager splits them: :data:`fnattr._budget.CPU_ROWS` rows for a CPU batch that
-    :func:`fnattr._budget.cpu_split` splits, or the budget's plan."""
+    their neuron forms) has no ``internal_batch_size``: its examples go in
+    blocks of ``rows``, as eager splits them (:data:`fnattr._budget.CPU_ROWS`
+    for a CPU batch that :func:`fnattr._budget.cpu_split` splits, or the
+    budget's plan). A method with no ``chunk_size`` gets the planned K chunk as
+    ``fnattr.each`` targets ``k`` at a time."""
     at_inputs = entry.path == "none"
-    budget = None
-    if "memory_budget" in a:  # (the rule methods take none)
-        budget = _budget.resolve(a["memory_budget"])
+    own = "memory_budget" in a  # the rule methods take none, but eager honors the context
+    budget = _budget.resolve(a.get("memory_budget"))
+    if own:
         a["memory_budget"] = None  # nothing to parse inside the graph
         if a.get("internal_batch_size") is not None:
-            return None
+            return None, None
     if budget is None:
         if at_inputs:
-            return _budget.CPU_ROWS if _cpu_inputs_split(a) else None
-        if "memory_budget" not in a or not _may_split_on_cpu(a):
-            return None
-    a["memory_budget"] = budget
-    rows, chunk = _budget.planned(eager)
-    a["memory_budget"] = None
+            return (_budget.CPU_ROWS if _cpu_inputs_split(a) else None), None
+        if not own or not _may_split_on_cpu(a):
+            return None, None
+    if own:
+        a["memory_budget"] = budget
+    try:
+        rows, chunk = _budget.planned(eager)
+    finally:
+        if own:
+            a["memory_budget"] = None
     if "internal_batch_size" in a:
         a["internal_batch_size"] = rows
-    if chunk is not None and a.get("chunk_size", 0) is None:
-        a["chunk_size"] = chunk
-    return rows if at_inputs else None
+    k = None
+    if chunk is not None:
+        if "chunk_size" not in a:
+            k = chunk if isinstance(a.get("target"), N.Each) else None
+        elif a["chunk_size"] is None:
+            a["chunk_size"] = chunk
+    return (rows if at_inputs else None), k
 
 
 def _cpu_inputs_split(a: dict) -> bool:
@@ -264,6 +275,22 @@ def _example_blocks(run: Callable[[dict], Any], a: dict, rows: int) -> Any:
     if isinstance(parts[0], tuple):
         return tuple(torch.cat(p, dim) for p in zip(*parts))
     return torch.cat(parts, dim)
+
+
+def _target_chunks(run: Callable[[dict], Any], a: dict, k: int) -> Any:
+    """``run`` on the ``fnattr.each`` targets of ``a`` ``k`` at a time (the K chunk
+    of a method with no ``chunk_size``), the results concatenated along K."""
+    targets = a["target"].targets
+    parts = [run(dict(a, target=N.Each(targets[i:i + k]))) for i in range(0, len(targets), k)]
+    if isinstance(parts[0], tuple):
+        return tuple(_cat_k(p) for p in zip(*parts))
+    return _cat_k(parts)
+
+
+def _cat_k(parts: Any) -> Any:
+    if isinstance(parts[0], tuple):  # multi-input attributions
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)
 
 
 def _example_rows(value: Any, n0: int, n1: int, n: int) -> Any:

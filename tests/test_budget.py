@@ -283,14 +283,18 @@ def traced_compile(monkeypatch):
     """torch.compile replaced by a stand-in that runs the graph's Python as traced
     (``is_compiling()`` is True), so that a model's hook sees the rows the
     compiled graph would, without compiling."""
+    calls: list[dict] = []  # the keyword arguments of every graph call
+
     def traced(fn: Callable, **kw: Any) -> Callable:
         def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(kwargs)
             with monkeypatch.context() as m:
                 m.setattr(torch.compiler, "is_compiling", lambda: True)
                 return fn(*args, **kwargs)
         return call
 
     monkeypatch.setattr(fnattr._compile.torch, "compile", traced)
+    return calls
 
 
 @pytest.mark.parametrize("method, layer", [(fnattr.integrated_gradients, None),
@@ -376,3 +380,58 @@ def test_cpu_default_splits_a_large_batch_at_the_inputs(method, n, whole):
     assert max(rows) == (n if whole else _budget.CPU_ROWS)
     ref = torch.cat([method(model, part, target=1) for part in x.split(100)])  # each whole
     torch.testing.assert_close(attr, ref)
+
+
+_WIDE = nn.Sequential(nn.Linear(16, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(),
+                      nn.Linear(4096, 10)).eval()  # a large backward per target
+
+
+@pytest.mark.parametrize("method, budget, kwargs", [
+    (fnattr.gradient, "16MiB", {}),
+    (fnattr.integrated_gradients, "64MiB", dict(n_steps=4, return_convergence_delta=True)),
+    (fnattr.guided_backprop, "16MiB", {}),
+])
+def test_compiled_methods_without_chunk_size_take_the_budgets_k_chunk(traced_compile, method,
+                                                                      budget, kwargs):
+    """A method with no ``chunk_size`` (gradient, IG, the rule methods) splits
+    ``fnattr.each`` targets into the K chunk eager plans under the budget (the
+    graph has no other way to take it), the results concatenated along K. The
+    rule methods take no ``memory_budget`` argument: the context's applies."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    targets = fnattr.each(range(10))
+    own = "memory_budget" in inspect.signature(method).parameters
+    call = lambda m: (m(x, target=targets, memory_budget=budget, **kwargs) if own  # noqa: E731
+                      else _with_budget(budget, lambda: m(x, target=targets, **kwargs)))
+    ref = call(functools.partial(method, _WIDE))
+    _, chunk = _with_budget(budget, lambda: _budget.planned(
+        lambda: method(_WIDE, x, target=targets, **kwargs)))
+    assert chunk is not None and chunk < 10
+    out = call(fnattr.compile(method, _WIDE))
+    sizes = [len(c["target"]) for c in traced_compile]
+    assert sum(sizes) == 10 and max(sizes) == chunk
+    torch.testing.assert_close(out, ref)
+
+
+def _with_budget(budget: Any, call: Callable[[], Any]) -> Any:
+    with fnattr.memory_budget(budget):
+        return call()
+
+
+@pytest.mark.parametrize("method", [fnattr.guided_backprop, fnattr.neuron_deconvolution])
+def test_compiled_rule_methods_follow_the_budget_context(traced_compile, method):
+    """The rule methods take no ``memory_budget`` argument, but eager honors a
+    ``fnattr.memory_budget`` context, and so does the compiled method: the same
+    blocks of examples (the automatic plan would run these 64 rows whole)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    site, kw = ((_WIDE[2],), dict(neuron_selector=3)) if "neuron" in method.__name__ \
+        else ((), dict(target=1))
+    with fnattr.memory_budget("4MiB"):
+        method(_WIDE, *site, x, **kw)  # the probe (two rows), then cached
+        ref, eager_rows = _rows_fed(_WIDE[0], lambda: method(_WIDE, *site, x, **kw))
+        out, rows = _rows_fed(_WIDE[0], lambda: fnattr.compile(method, _WIDE, *site)(x, **kw))
+    _, whole = _rows_fed(_WIDE[0], lambda: fnattr.compile(method, _WIDE, *site)(x, **kw))
+    assert max(eager_rows) < 64 and whole == [64]
+    assert rows == eager_rows
+    torch.testing.assert_close(out, ref)
