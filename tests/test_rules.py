@@ -841,3 +841,37 @@ def test_plain_calls_also_reach_relus_inside_composite_ops(method):
     got = fn(model, x, target=1)
     assert not torch.allclose(got, plain)
     torch.testing.assert_close(_reference(model, x, 1, rule), plain, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2])
+@pytest.mark.parametrize("rule", list(NEURON_METHODS))
+def test_plain_k_rows_in_chunks_hook_the_rule_once(rule, chunk_size, monkeypatch):
+    # K rows run as one batched backward or several (chunks, one row at a
+    # time) over one graph: the rule is hooked once, before the first, and
+    # every row equals its own call. (Both rules are idempotent, so a rule
+    # hooked twice shows only in the count: one hook call per backward.)
+    fn, _ = NEURON_METHODS[rule]
+    torch.manual_seed(0)
+    model = MLP().to(DT).eval()
+    x = torch.randn(5, 6, dtype=DT)
+    calls = {"hook": 0, "backward": 0}
+    hook, grad_ = fnattr._rules._NODE_HOOKS[rule], torch.autograd.grad
+
+    def counted_hook(*a):
+        calls["hook"] += 1
+        return hook(*a)
+
+    def counted_grad(*a, **k):
+        calls["backward"] += 1
+        return grad_(*a, **k)
+
+    selectors = [(0,), (3,), (5,)]
+    with monkeypatch.context() as m:
+        m.setitem(fnattr._rules._NODE_HOOKS, rule, counted_hook)
+        m.setattr(torch.autograd, "grad", counted_grad)
+        many = fn(model, model.fc2, x, selectors, chunk_size=chunk_size)
+    # one ReLU (after fc1) lies between the input and fc2
+    assert calls["backward"] == {None: calls["backward"] or 1, 1: 3, 2: 2}[chunk_size]
+    assert calls["hook"] == calls["backward"]
+    for k, sel in enumerate(selectors):
+        torch.testing.assert_close(many[k], fn(model, model.fc2, x, sel), rtol=1e-12, atol=0)
