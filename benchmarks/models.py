@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["MODELS", "ModelSpec", "build", "run_to", "MLP", "ConvNet", "ResNetish",
-           "ResNet18ish", "ViT", "TextEncoder"]
+           "ResNet18ish", "ViT", "TextEncoder", "import_torchvision"]
 
 
 class MLP(nn.Sequential):
@@ -334,3 +334,30 @@ def run_to(model: nn.Sequential, layer: nn.Module, x: Tensor) -> Tensor:
         if stage is layer:
             return x
     raise ValueError("`layer` is not a stage of the model")
+
+
+def import_torchvision() -> Any:
+    """``import torchvision`` for its model definitions, next to the CPU torch wheel.
+
+    The public torchvision wheel is built against CUDA torch: its C++ ops
+    (``torchvision::nms``, ``roi_align``, ...) do not load, and its import then
+    fails registering fake kernels for them. The models are plain Python and
+    need none of those ops, so the registration of ``torchvision::`` fake kernels
+    is skipped during the import (the benchmarks only; torchvision is never a
+    dependency of fnattr or of its tests).
+    """
+    import torch.library as library
+
+    register_fake = library.register_fake
+
+    def skip_torchvision(op: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(op).startswith("torchvision::"):
+            return lambda fn: fn
+        return register_fake(op, *args, **kwargs)
+
+    library.register_fake = skip_torchvision
+    try:
+        import torchvision
+    finally:
+        library.register_fake = register_fake
+    return torchvision

@@ -1,10 +1,15 @@
 """Compiled vs eager rule methods on resnet18's layout at full width (issue 12.12).
 
-``PYTHONPATH=. python -m benchmarks.rules_fullwidth [--repeats 8] [--batch 4] [--size 224]``
+``PYTHONPATH=. python -m benchmarks.rules_fullwidth [--repeats 8] [--batch 4] [--size 224]
+[--torchvision]``
 
 ``ResNet18ish(64)`` (:mod:`benchmarks.models`) is torchvision's resnet18 layout
-written out (torchvision cannot be installed next to the CPU torch wheel), with
-a 10-way head, in eval mode with seeded weights. For guided backprop and
+written out (torchvision is not installed in the test environment), with
+a 10-way head, in eval mode with seeded weights. With ``--torchvision`` the
+model is torchvision's own ``resnet18(num_classes=10)`` (seeded random
+weights), imported with :func:`benchmarks.models.import_torchvision` from
+wherever it is installed (e.g. ``pip install --no-deps --target /tmp/tvsite
+torchvision`` and ``PYTHONPATH=/tmp/tvsite:.``). For guided backprop and
 deconvolution: compiles ``fnattr.compile(method, model)`` (the first call's time
 is the compile time), checks compiled against eager, then times eager and
 compiled interleaved (one thread, the starting candidate alternating;
@@ -22,13 +27,14 @@ import torch
 
 import fnattr
 
-from .models import ResNet18ish
+from .models import ResNet18ish, import_torchvision
 from .rules_speed import _time, paired_ratio
 
 
-def run(repeats: int, batch: int, size: int) -> list[str]:
+def run(repeats: int, batch: int, size: int, real: bool = False) -> list[str]:
     torch.manual_seed(0)
-    model = ResNet18ish(64).eval()
+    model = (import_torchvision().models.resnet18(num_classes=10) if real
+             else ResNet18ish(64)).eval()
     x = torch.randn(batch, 3, size, size)
     rows = ["| method | eager ms | compiled ms | compiled / eager per round (95% CI) | "
             "(min) | compile s | max abs diff / max |",
@@ -58,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--torchvision", action="store_true",
+                   help="torchvision's own resnet18 instead of the written-out layout")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    print("\n".join(run(a.repeats, a.batch, a.size)[:2]))
+    print("\n".join(run(a.repeats, a.batch, a.size, a.torchvision)[:2]))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,27 @@ def test_attribute_to_layer_input_matches_captum():
     close(attr, captum_lig(net, net.conv2, x, **kw))
 
 
+@pytest.mark.parametrize("to_input", [False, True])
+def test_a_value_changed_in_place_downstream_works_where_captum_raises(to_input):
+    # torchvision's VGG runs ReLU(inplace=True) on every conv's output: Captum's
+    # substituted value is a leaf that requires grad, and the in-place ReLU
+    # raises. fnattr substitutes a copy; the numbers are those of the same
+    # model with ReLU(inplace=False), where Captum runs.
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 5)).eval()
+    plain = nn.Sequential(net[0], nn.ReLU(), net[2], net[3]).eval()
+    x = torch.randn(2, 3, 6, 6)
+    kw = dict(target=1, n_steps=5, attribute_to_layer_input=to_input)
+    # at the conv's output, or at the ReLU's input (the ReLU changes it in place)
+    layer, ref_layer = (net[1], plain[1]) if to_input else (net[0], plain[0])
+    with pytest.raises(RuntimeError, match="in-place"):
+        captum_lig(net, layer, x, **kw)
+    attr = fnattr.layer_integrated_gradients(net, layer, x, **kw)
+    close(attr, captum_lig(plain, ref_layer, x, **kw))
+    assert attr.abs().max() > 1e-3
+
+
 class Split(nn.Module):
     def forward(self, h):
         return h[:, :3], h[:, 3:] * 2
