@@ -381,3 +381,59 @@ def test_under_vmap_and_torch_func_grad():
     total = fnattr.layer_integrated_gradients(net, net.conv2, xg, target=1, n_steps=4,
                                               create_graph=True).sum()
     close(torch.func.grad(lambda v: lig(v).sum())(x), torch.autograd.grad(total, xg)[0])
+
+
+_SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+              intermediate_size=64)
+
+
+def _llama():
+    m = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **_SMALL, num_key_value_heads=1, max_position_embeddings=64)).eval()
+    return m, (lambda i, am: m(i, attention_mask=am).logits[:, -1]), m.model.embed_tokens, "mask"
+
+
+def _distilbert():
+    m = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+        vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=3)).eval()
+    return m, (lambda i, am: m(i, attention_mask=am).logits), m.distilbert.embeddings, "mask"
+
+
+def _t5():
+    m = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+        decoder_start_token_id=0)).eval()
+    # attribution to the encoder's token embeddings; decoder ids as an extra argument
+    return (m, (lambda i, d: m(input_ids=i, decoder_input_ids=d).logits[:, -1]),
+            m.encoder.embed_tokens, "decoder ids")
+
+
+def _gpt_neox():
+    m = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        **_SMALL, max_position_embeddings=64)).eval()
+    return m, (lambda i, am: m(i, attention_mask=am).logits[:, -1]), m.gpt_neox.embed_in, "mask"
+
+
+@pytest.mark.parametrize("build", [_llama, _distilbert, _t5, _gpt_neox],
+                         ids=["llama", "distilbert", "t5", "gpt-neox"])
+def test_other_hugging_face_architectures_match_captum(build):
+    # Rotary positions (Llama, GPT-NeoX), an embedding module with its own
+    # positions and LayerNorm (DistilBERT), an encoder-decoder whose decoder ids
+    # ride along as an additional argument (T5): Captum's numbers, and K
+    # targets in one pass equal to K calls.
+    torch.manual_seed(0)
+    model, forward, layer, extra = build()
+    ids = torch.randint(3, 100, (2, 10))
+    if extra == "mask":
+        arg = torch.ones(2, 10, dtype=torch.long)
+        arg[1, 7:] = 0
+    else:
+        arg = torch.randint(3, 100, (2, 4))
+    kw = dict(baselines=0, n_steps=6, additional_forward_args=(arg,))
+    attr = fnattr.layer_integrated_gradients(forward, layer, ids, target=1, **kw)
+    ref = captum_lig(forward, layer, ids, target=1, **kw)
+    close(attr, ref)
+    assert ref.abs().max() > 1e-4
+    many = fnattr.layer_integrated_gradients(forward, layer, ids, target=fnattr.each([1, 2]), **kw)
+    close(many[1], fnattr.layer_integrated_gradients(forward, layer, ids, target=2, **kw))
+    close(many[0], attr)
