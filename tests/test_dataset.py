@@ -244,6 +244,53 @@ def test_layer_and_neuron_methods(tmp_path):
     assert "target" not in store and "delta" not in store
 
 
+def test_a_forward_function_with_its_layer_module(tmp_path):
+    # A Hugging Face model goes in as a function (its forward returns a
+    # ModelOutput; the padding mask computed from the ids), the layer as the
+    # module: the store equals the per-batch call, the layer is named by its path
+    # in the model the function closes over, and the fingerprint covers that
+    # model's weights, so a changed model is refused on resume.
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        vocab_size=50, num_labels=3)).eval()
+    ids = torch.randint(1, 50, (10, 8))
+    ids[4:, 6:] = 0  # padding
+    y = torch.randint(0, 3, (10,))
+    forward = lambda i: model(i, attention_mask=(i != 0).long()).logits  # noqa: E731
+    kw = dict(layer=model.bert.embeddings, n_steps=4, batch_size=4, progress=False)
+    store = attribute_dataset(fnattr.layer_integrated_gradients, forward, (ids, y),
+                              tmp_path / "lm.zarr", **kw)
+    ref = fnattr.layer_integrated_gradients(forward, model.bert.embeddings, ids, target=y,
+                                            n_steps=4)
+    np.testing.assert_allclose(store["attributions"][:], ref.detach(), rtol=1e-5, atol=1e-6)
+    assert store.attrs["fnattr"]["config"]["layer"] == "bert.embeddings"
+    with torch.no_grad():
+        model.classifier.weight.mul_(2)
+    with pytest.raises(ValueError, match="model_weights"):
+        attribute_dataset(fnattr.layer_integrated_gradients, forward, (ids, y),
+                          tmp_path / "lm.zarr", **kw)
+
+
+_GLOBAL_NET = torch.nn.Linear(2, 2)
+
+
+def test_the_modules_a_forward_function_reaches():
+    import functools
+
+    from fnattr.dataset._store import closed_modules, fingerprint
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert closed_modules(lambda x: a(x) + b(x)) == [a, b]  # closure, in order
+    assert closed_modules(lambda x: _GLOBAL_NET(x)) == [_GLOBAL_NET]  # a global
+    assert closed_modules(functools.partial(torch.add, other=a.weight)) == []
+    assert closed_modules(functools.partial(lambda m, x: m(x), b)) == [b]
+    assert closed_modules(a.forward) == [a]  # a bound method
+    same = fingerprint(lambda x: a(x))
+    assert same == fingerprint(lambda x: a(x)) != fingerprint(lambda x: b(x))
+
+
 def test_pred_target_and_dataset_items(tmp_path):
     net, (x, y) = W.model(), W.data()
     items = [(x[i], int(y[i]), "rest") for i in range(len(x))]

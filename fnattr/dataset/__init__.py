@@ -55,20 +55,27 @@ def open_attributions(out: Any) -> zarr.Group:
     return group
 
 
-def _layer_name(model: Any, layer: Any) -> str:
+def _layer(model: Any, layer: Any) -> tuple[Any, str]:
+    """The layer as the method takes it (a dotted name, or the module itself when
+    ``model`` is a forward function), and as the stored configuration names it."""
     if isinstance(layer, str):
         N.resolve_layer(model, layer)
-        return layer
-    if isinstance(layer, nn.Module) and isinstance(model, nn.Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return name
+        return layer, layer
+    if isinstance(layer, nn.Module):
+        owners = [model] if isinstance(model, nn.Module) else _store.closed_modules(model)
+        for owner in owners:
+            for name, module in owner.named_modules():
+                if module is layer:
+                    return (name if owner is model else layer), name
+        if not isinstance(model, nn.Module):  # a module the function reaches some other way
+            return layer, f"<{type(layer).__name__}>"
     raise ValueError("`layer` must be a submodule of `model` (the module or its dotted name)")
 
 
 def _check(entry: Any, method: Any, model: Any, layer: Any, target: Any, batch_size: Any,
-           kwargs: dict) -> str | None:
-    """Validates the arguments; returns the layer's name (``None`` without a layer)."""
+           kwargs: dict) -> tuple[Any, str | None]:
+    """Validates the arguments; returns the layer for the method and its stored name
+    (``None``, ``None`` without a layer)."""
     if entry is None:
         raise ValueError(f"`method` must be one of fnattr's attribution methods, got {method!r}")
     N.check_forward_func(model, "model")
@@ -84,7 +91,7 @@ def _check(entry: Any, method: Any, model: Any, layer: Any, target: Any, batch_s
         raise ValueError(f"`target` must be 'label', 'pred', an int or None, got {target!r}")
     if not entry.target and target not in (None, "label"):
         raise ValueError(f"`target`: {entry.name} takes no target (it explains a neuron)")
-    return _layer_name(model, layer) if entry.needs_layer else None
+    return _layer(model, layer) if entry.needs_layer else (None, None)
 
 
 def _config(entry: Any, layer: str | None, target: Any, seed: int, n: int, model: Any,
@@ -163,12 +170,18 @@ def attribute_dataset(
 
     Args:
         method: an fnattr method from the catalog (``fnattr.integrated_gradients``...).
-        model: the model (or forward function); it is copied, never moved, when it
-            is not on the run's device.
+        model: the model, or a forward function such as ``lambda ids:
+            model(ids, attention_mask=(ids != pad).long()).logits`` (a Hugging
+            Face model; compute the mask from the ids: only the ``x`` of each item
+            reaches the model). A model is copied, never moved, when it is not
+            on the run's device; a function's modules must already be there. A
+            function's fingerprint (compared on resume) covers the weights of
+            the modules its closure and globals reach.
         data: a map-style Dataset with items ``x``, ``(x, y)`` or ``(x, y, *rest)``
             (``rest`` unused), a Tensor, or a tuple ``(X, Y)``.
         out: the store: a path or any store zarr accepts.
-        layer: the layer of layer and neuron methods (module or dotted name).
+        layer: the layer of layer and neuron methods (module or dotted name; a
+            module with a forward function).
         target: ``"label"`` (each item's ``y``), ``"pred"`` (the model's argmax),
             an int, or ``None``; stored as ``target`` (-1 for ``None``).
         batch_size: examples per method call.
@@ -214,7 +227,7 @@ def run(method: Callable, model: Callable, data: Any, out: Any, extra_config: di
     (JSON values compared on resume like the rest): what a caller knows about the run
     that the arguments do not show, such as how ``fnattr explain`` read its inputs."""
     entry = lookup(method)
-    layer_name = _check(entry, method, model, layer, target, batch_size, method_kwargs)
+    layer, layer_name = _check(entry, method, model, layer, target, batch_size, method_kwargs)
     items = as_items(data)
     n = len(items)
     if n == 0:
@@ -224,7 +237,7 @@ def run(method: Callable, model: Callable, data: Any, out: Any, extra_config: di
     shard = _shard.join(device)
     try:
         local = _engine.on_device(model, shard.device)
-        call = _engine.method_call(entry, local, layer_name, seed, method_kwargs, compile)
+        call = _engine.method_call(entry, local, layer, seed, method_kwargs, compile)
         x0, y0 = _engine.collate([items[0]])
         x0 = x0.to(shard.device)
         probe = call(x0, _engine.targets(target if entry.target else None, local, x0, y0), [0])

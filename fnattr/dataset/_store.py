@@ -12,6 +12,7 @@ the chunk length and the versions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CHUNK_BYTES", "chunk_length", "fingerprint", "describe", "create", "open_run",
+__all__ = ["CHUNK_BYTES", "chunk_length", "fingerprint", "closed_modules", "describe", "create",
+           "open_run",
            "check_config", "missing_chunks", "write_chunk"]
 
 if TYPE_CHECKING:  # zarr is imported by the functions that use it (not at `import fnattr`)
@@ -47,15 +49,57 @@ def _hash_tensor(h: Any, t: Tensor) -> None:
 
 
 def fingerprint(model: Any) -> str:
-    """sha256 of a model's named parameters and buffers (values, dtypes, shapes)."""
+    """sha256 of a model's named parameters and buffers (values, dtypes, shapes); for
+    a forward function, its name and the weights of the modules it reaches
+    (:func:`closed_modules`: ``lambda ids: model(ids).logits`` hashes ``model``)."""
     h = hashlib.sha256()
-    if isinstance(model, nn.Module):
-        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    modules = [model] if isinstance(model, nn.Module) else closed_modules(model)
+    if not isinstance(model, nn.Module):
+        h.update(getattr(model, "__qualname__", type(model).__qualname__).encode())
+    for module in modules:
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
             h.update(name.encode())
             _hash_tensor(h, t)
-    else:
-        h.update(getattr(model, "__qualname__", type(model).__qualname__).encode())
     return h.hexdigest()[:32]
+
+
+def closed_modules(fn: Any, depth: int = 3) -> list[nn.Module]:
+    """The ``nn.Module`` objects a forward function reaches: through its closure,
+    the globals its code names, a bound method's ``__self__`` and a
+    ``functools.partial``'s function and arguments (``depth`` levels deep), in
+    the order found, each once."""
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any, left: int) -> None:
+        if id(obj) in seen or left < 0:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, nn.Module):
+            found.append(obj)
+            return
+        if isinstance(obj, functools.partial):
+            for part in (obj.func, *obj.args, *obj.keywords.values()):
+                visit(part, left - 1)
+            return
+        owner = getattr(obj, "__self__", None)
+        if owner is not None and not isinstance(obj, type):
+            visit(owner, left - 1)
+        code = getattr(obj, "__code__", None)
+        if code is None:
+            return
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                visit(cell.cell_contents, left - 1)
+            except ValueError:  # an empty cell
+                pass
+        names = getattr(obj, "__globals__", {})
+        for name in code.co_names:
+            if name in names:
+                visit(names[name], left - 1)
+
+    visit(fn, depth)
+    return found
 
 
 def describe(value: Any) -> Any:
