@@ -236,15 +236,18 @@ def _rows(target: Any, n0: int, n1: int, reps: int, n: int) -> Any:
 
 
 def _rule_tensors(alphas: Any, weights: Any, ref: Tensor) -> tuple[Tensor, Tensor]:
-    """``alphas`` and ``weights`` as tensors in ``ref``'s dtype and device; a
-    quadrature's tuples are converted once per dtype and device (cached, eager only)."""
+    """``alphas`` and ``weights`` as tensors on ``ref``'s device, in its dtype or
+    float32 where that is wider (a bfloat16 or float16 model's path is placed and
+    summed in float32, as Captum's Python-float alphas and float32 step sizes do);
+    a quadrature's tuples are converted once per dtype and device (cached, eager only)."""
+    dtype = torch.promote_types(ref.dtype, torch.float32)
     cacheable = isinstance(alphas, tuple) and isinstance(weights, tuple) \
         and not transforms_active() and not torch.is_inference_mode_enabled()
-    key = (alphas, weights, ref.dtype, ref.device) if cacheable else None
+    key = (alphas, weights, dtype, ref.device) if cacheable else None
     if key is not None and key in _RULE_TENSORS:
         return _RULE_TENSORS[key]
-    pair = (torch.as_tensor(alphas, dtype=ref.dtype, device=ref.device),
-            torch.as_tensor(weights, dtype=ref.dtype, device=ref.device))
+    pair = (torch.as_tensor(alphas, dtype=dtype, device=ref.device),
+            torch.as_tensor(weights, dtype=dtype, device=ref.device))
     if key is not None:
         if len(_RULE_TENSORS) >= QUADRATURE_CACHE:
             _RULE_TENSORS.pop(next(iter(_RULE_TENSORS)), None)
@@ -257,6 +260,11 @@ _RULE_TENSORS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
 def _point(x: Tensor, b: Any, a: Tensor, convex: bool) -> Tensor:
+    if x.dtype != a.dtype:  # a reduced-precision model: scale in float32, round each
+        low = x.dtype       # product to the model's dtype, as a Python-float alpha does
+        if convex:
+            return (a * x).to(low) + ((1 - a) * b).to(low)
+        return b + (a * (x - b)).to(low)
     return a * x + (1 - a) * b if convex else b + a * (x - b)
 
 

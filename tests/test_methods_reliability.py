@@ -54,6 +54,90 @@ def test_autocast_returns_input_dtype_and_layer_methods_run():
                 atol=5e-2, rtol=5e-2)
 
 
+# ---------------------------------------------------------------- reduced precision
+
+
+def _bf16_conv():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 5)).eval().to(torch.bfloat16)
+    return model, torch.randn(4, 3, 8, 8, dtype=torch.bfloat16)
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("name", ["IntegratedGradients", "InternalInfluence",
+                                  "LayerIntegratedGradients", "NeuronIntegratedGradients",
+                                  "LayerConductance"])
+def test_bfloat16_paths_are_placed_and_summed_like_captum(name):
+    # A bfloat16 model: Captum places path points with Python-float alphas
+    # (each product rounded to bfloat16) and sums the weighted gradients in
+    # float32 (float32 step sizes), returning float32. fnattr does the same: its
+    # quadrature was rounded to bfloat16 before, and the sum kept in it (LIG 3x,
+    # conductance 2x further from the float64 model's values than Captum's).
+    import captum.attr as C
+
+    model, x = _bf16_conv()
+    site = () if name == "IntegratedGradients" else (model[0],)
+    neuron = name.startswith("Neuron")
+    args = ((1, 2, 2),) if neuron else ()
+    kw = dict(n_steps=8) if neuron else dict(target=1, n_steps=8)
+    fn = getattr(fnattr, CATALOG_NAMES[name])
+    ours = fn(model, *site, x, *args, **kw)
+    with quiet():
+        theirs = getattr(C, name)(model, *site).attribute(x, *args, **kw)
+    d = _double(model)
+    exact = fn(d, *((d[0],) if site else ()), x.double(), *args, **kw)
+    assert ours.dtype == torch.float32
+    if name == "LayerConductance":  # Captum rounds its result to bfloat16
+        assert theirs.dtype == torch.bfloat16 and _rel(ours, theirs) < 2 ** -7
+        assert _rel(ours, exact) <= 1.01 * _rel(theirs, exact)
+    else:
+        assert _rel(ours, theirs) < 1e-6
+    assert _rel(ours, exact) < 0.2  # (the bfloat16 forward and backward themselves)
+
+
+CATALOG_NAMES = {"IntegratedGradients": "integrated_gradients",
+                 "InternalInfluence": "internal_influence",
+                 "LayerIntegratedGradients": "layer_integrated_gradients",
+                 "NeuronIntegratedGradients": "neuron_integrated_gradients",
+                 "LayerConductance": "layer_conductance"}
+
+
+def _double(model):
+    import copy
+
+    return copy.deepcopy(model).double()
+
+
+def test_bfloat16_gradient_shap_runs_where_captum_raises():
+    # Captum's GradientShap adds float32 noise to bfloat16 inputs and the
+    # model raises on the dtype; fnattr draws in the inputs' dtype and sums in
+    # float32. On the same paths it lands as near the float64 model's value as
+    # integrated gradients does (the bfloat16 forward and backward themselves).
+    import captum.attr as C
+
+    model, x = _bf16_conv()
+    b = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
+    with quiet(), pytest.raises(RuntimeError, match="should be the same"):
+        C.GradientShap(model).attribute(x, b, target=1, n_samples=3)
+    ours, delta = fnattr.gradient_shap(model, x, b, target=1, n_samples=3,
+                                       return_convergence_delta=True,
+                                       generator=torch.Generator().manual_seed(0))
+    assert ours.dtype == delta.dtype == torch.float32
+    ends, starts, alphas = fnattr.sample_paths((x,), (b,), 3, (0.0,),
+                                               torch.Generator().manual_seed(1))
+    core = CATALOG["gradient_shap"].core
+    low = core(model, x, (ends, starts, alphas), 1)
+    exact = core(_double(model), x.double(), (tuple(t.double() for t in ends),
+                                              tuple(t.double() for t in starts),
+                                              alphas.double()), 1)
+    assert low.dtype == torch.float32 and _rel(low, exact) < 0.05
+
+
 # ---------------------------------------------------------------- 13.10 empty batches
 
 
