@@ -127,11 +127,12 @@ class _Tap:
         self.calls += 1
         self.shapes = [(t.shape, t.dtype, t.device) for t in tensors]
         if self.substitute is not None:
-            # A copy of each leaf: the rest of the forward may change the value in
-            # place (a conv followed by ReLU(inplace=True), as in torchvision's VGG),
-            # which autograd refuses on a leaf that requires grad.
-            tensors = tuple(t.clone() if t.is_leaf and t.requires_grad else t
-                            for t in _check_substitute(self.substitute, tensors, module))
+            # A copy: the rest of the forward may change the value in place (a conv
+            # followed by ReLU(inplace=True), as in torchvision's VGG), which autograd
+            # refuses on a leaf and which, on a non-leaf (create_graph), would move
+            # the gradient taken at the substitute to after that op.
+            tensors = tuple(t.clone() for t in
+                            _check_substitute(self.substitute, tensors, module))
             return _as_value(tensors, value, is_seq, self.input_side)
         if self.at_call is not None and index != self.at_call:
             return None

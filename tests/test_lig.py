@@ -116,12 +116,14 @@ def test_attribute_to_layer_input_matches_captum():
     close(attr, captum_lig(net, net.conv2, x, **kw))
 
 
+@pytest.mark.parametrize("create_graph", [False, True])
 @pytest.mark.parametrize("to_input", [False, True])
-def test_a_value_changed_in_place_downstream_works_where_captum_raises(to_input):
+def test_a_value_changed_in_place_downstream_works_where_captum_raises(to_input, create_graph):
     # torchvision's VGG runs ReLU(inplace=True) on every conv's output: Captum's
     # substituted value is a leaf that requires grad, and the in-place ReLU
     # raises. fnattr substitutes a copy; the numbers are those of the same
-    # model with ReLU(inplace=False), where Captum runs.
+    # model with ReLU(inplace=False), where Captum runs (also with create_graph,
+    # where the substitute is no leaf and the in-place op moved the gradient).
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
                         nn.Linear(4 * 6 * 6, 5)).eval()
@@ -132,8 +134,8 @@ def test_a_value_changed_in_place_downstream_works_where_captum_raises(to_input)
     layer, ref_layer = (net[1], plain[1]) if to_input else (net[0], plain[0])
     with pytest.raises(RuntimeError, match="in-place"):
         captum_lig(net, layer, x, **kw)
-    attr = fnattr.layer_integrated_gradients(net, layer, x, **kw)
-    close(attr, captum_lig(plain, ref_layer, x, **kw))
+    attr = fnattr.layer_integrated_gradients(net, layer, x, **kw, create_graph=create_graph)
+    close(attr.detach(), captum_lig(plain, ref_layer, x, **kw))
     assert attr.abs().max() > 1e-3
 
 
