@@ -202,7 +202,9 @@ def smooth(attribution_fn: Callable, xs: tuple[Tensor, ...], was_tuple: bool,
         out = attribution_fn(N.restore(noisy, was_tuple), **_expand(kwargs, xs, b, chunk_rows))
         attrs, delta = out if want_delta else (out, None)
         is_tuple = isinstance(attrs, tuple)
-        per_copy = [_per_copy(a, n, b) for a in (attrs if is_tuple else (attrs,))]
+        # summed in float32 at least (a bfloat16 model's vargrad, a difference of
+        # two means, lost 1e-1 of its value in bfloat16 sums)
+        per_copy = [_wide(_per_copy(a, n, b)) for a in (attrs if is_tuple else (attrs,))]
         sums = [p.sum(1) for p in per_copy]
         sqs = [p.pow(2).sum(1) for p in per_copy]
         total = sums if total is None else [t + s for t, s in zip(total, sums)]
@@ -215,6 +217,10 @@ def smooth(attribution_fn: Callable, xs: tuple[Tensor, ...], was_tuple: bool,
               "vargrad": [q - m * m for m, q in zip(mean, mean_sq)]}[nt_type]
     result = tuple(result) if is_tuple else result[0]
     return (result, torch.cat(deltas, 1).reshape(-1)) if want_delta else result
+
+
+def _wide(t: Tensor) -> Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32)) if t.is_floating_point() else t
 
 
 def _per_copy(a: Any, n: int, b: int) -> Tensor:

@@ -240,3 +240,29 @@ def test_functional_noise_tunnel_matches_captum_with_replayed_noise(monkeypatch,
     per_example = delta.reshape(3, 5)
     assert_same(torch.cat([per_example[:, a:b].reshape(-1) for a, b in chunks]), captum_delta,
                 atol=1e-5)
+
+
+def test_bfloat16_copies_are_summed_in_float32():
+    # vargrad is a difference of two means: summed in bfloat16 it lost 1e-1 of
+    # its value against the float64 model on the same noise; in float32, what
+    # is left is the bfloat16 gradients' own error. The result is float32, as
+    # the path methods' on such a model.
+    import copy
+    import functools
+
+    from fnattr._noise import smooth
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 5)).eval().to(torch.bfloat16)
+    wide = copy.deepcopy(model).double()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.bfloat16)
+    noise = (torch.randn(4, 64, 3, 8, 8, dtype=torch.bfloat16) * 0.5,)
+    for nt_type, tol in (("smoothgrad", 2e-2), ("vargrad", 6e-2)):
+        low = smooth(functools.partial(fnattr.gradient, model), (x,), False, noise, None,
+                     nt_type, None, dict(target=1))
+        ref = smooth(functools.partial(fnattr.gradient, wide), (x.double(),), False,
+                     (noise[0].double(),), None, nt_type, None, dict(target=1))
+        assert low.dtype == torch.float32
+        assert (low.double() - ref).abs().max() <= tol * ref.abs().max()
