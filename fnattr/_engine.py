@@ -26,11 +26,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from . import _budget
-from ._functional import Functional, transforms_active
+from ._functional import Functional, _swapped_state, transforms_active
 from ._rules import graph_rule_ok, hook_relus, sequence_nr
 from ._objectives import Objective
 from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
@@ -141,6 +141,31 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
         f = Functional(f.model, None, f.detach, f.slots)
         since = sequence_nr()
     evaluate = objective.fn if objective.row is None else objective.row  # (K, N) or (N,)
+    # The parameter swap and the tap last through the backward: a part of the
+    # forward under torch.utils.checkpoint is run again there, and must see the
+    # same parameters (else: "recomputed values ... have different metadata") and
+    # the same substitutes.
+    swap = _swapped_state(f.model, f.detach) if _swappable(f.model) else None
+    kept: list = []
+    if swap is not None:
+        swap.__enter__()
+    try:
+        return _plain_call(f, ruled, inputs, args, objective, site, read, wrt_site,
+                           create_graph, chunk_size, return_value, stop, substitute,
+                           evaluate, since if ruled is not None else 0, kept)
+    finally:
+        for handle in kept:
+            handle.remove()
+        if swap is not None:
+            swap.__exit__(None, None, None)
+
+
+def _swappable(model: Any) -> bool:
+    return isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+
+
+def _plain_call(f, ruled, inputs, args, objective, site, read, wrt_site, create_graph,
+                chunk_size, return_value, stop, substitute, evaluate, since, kept):
     with torch.enable_grad() if not torch.is_grad_enabled() else contextlib.nullcontext():
         xs = tuple(inputs) if wrt_site else tuple(_variable(x) for x in inputs)
         if substitute is not None:
@@ -156,17 +181,26 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
             counter = _SavedBytes()
         with (torch.autograd.graph.saved_tensors_hooks(counter.pack, _unpack)
               if counter is not None else contextlib.nullcontext()):
-            out = forward_at(f, xs, args, site, tap)
+            out = forward_at(f, xs, args, site, tap, kept)
         values = tap.read_out if read else evaluate(out, None)
+        if tap is not None:
+            tap.replay()
         if ruled is not None and not hook_relus(values, ruled.rule, since, ruled.model):
             # an in-place op on a view may hide a ReLU: this call (and the model's
             # later ones) run under the mode
+            for handle in kept:
+                handle.remove()
+            kept.clear()
             return _plain(ruled, inputs, args, objective, site, read, wrt_site, create_graph,
                           chunk_size, return_value, stop, substitute, on_graph=False)
         wrt = (substitute if substitute is not None else tap.created) if wrt_site else xs
         if counter is not None and values.dim() == 2:
             chunk_size = _auto_chunk(values.shape[0], counter.total, values.device)
-        grads = _backward(values, wrt, create_graph, chunk_size)
+        if substitute is None:
+            grads = _backward(values, wrt, create_graph, chunk_size)
+        else:  # a recomputed part of the forward must meet this thread's tap
+            with torch.autograd.set_multithreading_enabled(False):
+                grads = _backward(values, wrt, create_graph, chunk_size)
         if objective.row is not None:  # the K = 1 axis, as a view
             grads = tuple(g.unsqueeze(0) for g in grads)
         value = None

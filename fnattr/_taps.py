@@ -162,6 +162,16 @@ class _Tap:
         return _as_value(tensors, value, is_seq, self.input_side)
 
 
+    def replay(self) -> None:
+        """After the forward: the calls a backward makes again (``torch.utils.checkpoint``
+        recomputes a checkpointed part of the forward there) get the same substitutes
+        or probes and the same read (so that the same tensors require grad and are
+        saved; what is read again is not used), no copy kept and no stop."""
+        if self.probes == "lazy":
+            self.probes = self.created
+        self.stop = self.keep = False
+
+
 def _as_value(tensors: tuple[Tensor, ...], value: Any, is_seq: bool, input_side: bool) -> Any:
     """``tensors`` in the form of the layer's ``value``, as a hook returns it."""
     if input_side:
@@ -184,10 +194,13 @@ def _check_substitute(new: tuple[Tensor, ...], old: tuple[Tensor, ...],
 
 
 def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
-               tap: _Tap | None) -> Any:
+               tap: _Tap | None, keep: list | None = None) -> Any:
     """Runs ``f(*inputs, *args)`` with ``tap`` hooked on ``site``'s layer.
 
-    The hook is removed when the call returns or raises. Returns the output,
+    The hook is removed when the call returns or raises; with ``keep`` (a list)
+    it stays registered when the call returns, its handle appended to ``keep``
+    for the caller to remove (after the backward, which may rerun checkpointed
+    parts of the forward: see :meth:`_Tap.replay`). Returns the output,
     or ``None`` when the tap stopped the forward at the layer. While
     ``torch.compile`` traces, the tap goes into ``f.slots`` (hooks registered
     outside the compiled region by ``fnattr.compile``).
@@ -205,8 +218,13 @@ def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
         out = f(*inputs, *args)
     except _StopForward:
         out = None
-    finally:
+    except BaseException:
         handle.remove()
+        raise
+    if keep is None:
+        handle.remove()
+    else:
+        keep.append(handle)
     if tap.calls == 0:
         raise ValueError(
             f"the `layer` {type(layer).__name__} was not called by the forward "

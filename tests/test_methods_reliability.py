@@ -21,10 +21,12 @@ try:  # tests/ as a package (tests/__init__.py) or as a plain directory
     from ._reference import assert_same, quiet
     from ._shap_reference import captum_draws, captum_gradient_shap
     from .conftest import MLP
+    from ._catalog_args import ENTRIES as _ENTRIES, Setting as _Setting, call as _call
 except ImportError:
     from _reference import assert_same, quiet
     from _shap_reference import captum_draws, captum_gradient_shap
     from conftest import MLP
+    from _catalog_args import ENTRIES as _ENTRIES, Setting as _Setting, call as _call
 
 
 def _mlp():
@@ -136,6 +138,51 @@ def test_bfloat16_gradient_shap_runs_where_captum_raises():
                                               tuple(t.double() for t in starts),
                                               alphas.double()), 1)
     assert low.dtype == torch.float32 and _rel(low, exact) < 0.05
+
+
+# ---------------------------------------------------------------- activation checkpointing
+
+
+class _Checkpointed(nn.Module):
+    """A block under ``torch.utils.checkpoint`` (non-reentrant, as timm's
+    ``set_grad_checkpointing`` runs it, also in eval mode), or not."""
+
+    def __init__(self, checkpointed, inplace):
+        super().__init__()
+        self.checkpointed = checkpointed
+        self.block = nn.Sequential(nn.Linear(6, 16), nn.ReLU(inplace), nn.Linear(16, 16),
+                                   nn.ReLU(inplace), nn.Linear(16, 16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        if self.checkpointed:
+            from torch.utils.checkpoint import checkpoint
+
+            h = checkpoint(self.block, x, use_reentrant=False)
+        else:
+            h = self.block(x)
+        return self.head(torch.tanh(h))
+
+
+@pytest.mark.parametrize("entry", _ENTRIES, ids=lambda e: e.name)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_checkpointed_models_give_the_same_attributions(entry, inplace):
+    # The backward recomputes the checkpointed block's forward. fnattr's
+    # detached parameters and layer taps used to be gone by then: every method
+    # raised "recomputed values ... have different metadata" (Captum runs).
+    # They now last through the backward (the layer, block.2, lies inside the
+    # recomputed block; K neurons or targets too).
+    torch.manual_seed(0)
+    plain = _Checkpointed(False, inplace).eval()
+    model = _Checkpointed(True, inplace).eval()
+    model.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 6)
+    setting = _Setting(layer="block.2", neuron=[(3,), (5,)], target=1,
+                       baselines=torch.zeros(2, 6))
+    got = _call(entry, model, x, setting)
+    want = _call(entry, plain, x, setting)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert float(torch.as_tensor(want).abs().max()) > 0
 
 
 # ---------------------------------------------------------------- 13.10 empty batches
