@@ -121,17 +121,29 @@ def repeat_interleave_target(target: Any, times: int) -> Any:
     return target
 
 
+def _not_a_tensor(output: Any) -> str:
+    """The error for a forward function whose output is not one tensor, with the
+    one-line wrapper that picks the tensor to explain."""
+    message = f"the forward function must return a Tensor, got {type(output).__name__}"
+    if isinstance(output, dict):
+        keys = list(output)
+        first = keys[0] if keys else "out"
+        return (f"{message}; a Hugging Face model returns a ModelOutput (a dict): pass a "
+                "forward function that returns its logits, e.g. `forward_func=lambda ids, "
+                "mask: model(ids, attention_mask=mask).logits` with "
+                f"`additional_forward_args=mask`; for another dict (keys {keys[:5]}), "
+                f"e.g. `lambda x: model(x)[{first!r}]`")
+    if isinstance(output, (tuple, list)):
+        return (f"{message} of {len(output)}: pass a forward function that returns the "
+                "tensor to explain, e.g. `lambda x: model(x)[0]`")
+    return message
+
+
 def select_target(output: Tensor, target: Any, per_example: bool = True) -> Tensor:
     """``output[..]`` for ``target`` (Captum's meanings); one scalar per example
     (any shape when ``per_example`` is False)."""
     if not isinstance(output, Tensor):
-        raise TypeError(
-            f"the forward function must return a Tensor, got {type(output).__name__}"
-            + ("; a Hugging Face model returns a ModelOutput (a dict): pass a forward "
-               "function that returns its logits, e.g. `forward_func=lambda ids, mask: "
-               "model(ids, attention_mask=mask).logits` with `additional_forward_args=mask`"
-               if isinstance(output, dict) else "")
-        )
+        raise TypeError(_not_a_tensor(output))
     if type(target) is int and output.dim() == 2:  # the common case, one plain index
         _check_index_bounds((target,), output.shape[1:], "target")
         return output[:, target]

@@ -404,3 +404,15 @@ def test_every_method_names_its_bad_arguments(entry, what, setting, over, name):
     x = [env.x] if over.get("inputs") == "list" else env.x
     with pytest.raises(BAD, match=name):
         call(entry, env.mlp, x, setting)
+
+
+@pytest.mark.parametrize("output, hint", [
+    (lambda h: {"out": h, "aux": h}, r"keys \['out', 'aux'\].*lambda x: model\(x\)\['out'\]"),
+    (lambda h: (h, h), r"got tuple of 2: .*lambda x: model\(x\)\[0\]"),
+])
+def test_a_forward_that_returns_no_tensor_names_the_wrapper(output, hint):
+    # torchvision's segmentation models return {"out", "aux"}; detection and
+    # many research models a tuple: the message names the one-line wrapper.
+    layer = nn.Linear(6, 3)
+    with pytest.raises(TypeError, match="must return a Tensor, got .*" + hint):
+        fnattr.gradient(lambda x: output(layer(x)), torch.randn(2, 6), target=1)
