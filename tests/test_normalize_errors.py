@@ -408,7 +408,7 @@ def test_every_method_names_its_bad_arguments(entry, what, setting, over, name):
 
 @pytest.mark.parametrize("output, hint", [
     (lambda h: {"out": h, "aux": h}, r"keys \['out', 'aux'\].*lambda x: model\(x\)\['out'\]"),
-    (lambda h: (h, h), r"got tuple of 2: .*lambda x: model\(x\)\[0\]"),
+    (lambda h: (h, h), r"tuple of 2: .*lambda x: model\(x\)\[0\]"),
 ])
 def test_a_forward_that_returns_no_tensor_names_the_wrapper(output, hint):
     # torchvision's segmentation models return {"out", "aux"}; detection and
