@@ -117,6 +117,13 @@ class _Tap:
         value = args if self.input_side else output
         is_seq = isinstance(value, (tuple, list))
         tensors = tuple(value) if is_seq else (value,)
+        if not tensors:
+            raise TypeError(
+                f"the layer {type(module).__name__} was called with no positional "
+                f"{'inputs' if self.input_side else 'outputs'} (inputs passed by keyword, "
+                "e.g. layer(hidden_states=h), do not reach a forward pre-hook): attribute to "
+                "the output of the layer that computes them instead"
+            )
         if not all(isinstance(t, Tensor) for t in tensors):
             raise TypeError(
                 f"the layer {type(module).__name__}'s "

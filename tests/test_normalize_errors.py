@@ -416,3 +416,30 @@ def test_a_forward_that_returns_no_tensor_names_the_wrapper(output, hint):
     layer = nn.Linear(6, 3)
     with pytest.raises(TypeError, match="must return a Tensor, got .*" + hint):
         fnattr.gradient(lambda x: output(layer(x)), torch.randn(2, 6), target=1)
+
+
+class _ByKeyword(nn.Module):
+    """Calls its layer with the input by keyword, as many Hugging Face blocks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.inner(input=x))
+
+
+@pytest.mark.parametrize("method, kwargs", [
+    (fnattr.internal_influence, dict(target=1, n_steps=3, attribute_to_layer_input=True)),
+    (fnattr.layer_conductance, dict(target=1, n_steps=3, attribute_to_layer_input=True)),
+    (fnattr.layer_integrated_gradients, dict(target=1, n_steps=3,
+                                             attribute_to_layer_input=True)),
+    (fnattr.neuron_gradient, dict(neuron_selector=(1,), attribute_to_neuron_input=True)),
+])
+def test_a_layer_whose_inputs_come_by_keyword_is_named(method, kwargs):
+    # A forward pre-hook sees positional inputs only: torch's "grad() inputs
+    # cannot be empty", a StopIteration or an IndexError came out before.
+    model = _ByKeyword()
+    with pytest.raises(TypeError, match="no positional inputs.*by keyword"):
+        method(model, model.inner, torch.randn(3, 4), **kwargs)
+    assert not model.inner._forward_pre_hooks and not model.inner._forward_hooks
