@@ -117,6 +117,8 @@ class _Tap:
         value = args if self.input_side else output
         is_seq = isinstance(value, (tuple, list))
         tensors = tuple(value) if is_seq else (value,)
+        if is_seq and any(t is None for t in tensors):  # e.g. (h, None): the tensors count
+            tensors = tuple(t for t in tensors if t is not None)
         if not tensors:
             raise TypeError(
                 f"the layer {type(module).__name__} was called with no positional "
@@ -180,7 +182,11 @@ class _Tap:
 
 
 def _as_value(tensors: tuple[Tensor, ...], value: Any, is_seq: bool, input_side: bool) -> Any:
-    """``tensors`` in the form of the layer's ``value``, as a hook returns it."""
+    """``tensors`` in the form of the layer's ``value``, as a hook returns it (its
+    ``None`` entries kept in place)."""
+    if is_seq and len(tensors) != len(value):
+        new = iter(tensors)
+        tensors = tuple(None if v is None else next(new) for v in value)
     if input_side:
         return tensors
     if is_seq:

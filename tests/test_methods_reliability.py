@@ -298,3 +298,53 @@ def test_grad_kwargs_materialize_grads_is_accepted_as_in_captum():
         x, target=1, n_steps=4, grad_kwargs=gk), expected)
     assert_same(fnattr.layer_conductance(model, model.fc1, x, target=1, n_steps=4,
                                          grad_kwargs=gk), expected_lc)
+
+
+# ---------------------------------------------------------------- None entries in a layer value
+
+
+class _WithNone(nn.Module):
+    def __init__(self, with_none):
+        super().__init__()
+        self.with_none = with_none
+        self.block = nn.Linear(6, 8)
+        self.layer = _Pair(with_none)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.layer(torch.tanh(self.block(x)), None) if self.with_none \
+            else self.layer(torch.tanh(self.block(x)))
+        return self.fc(h[0] if self.with_none else h)
+
+
+class _Pair(nn.Module):
+    def __init__(self, with_none):
+        super().__init__()
+        self.with_none, self.lin = with_none, nn.Linear(8, 8)
+
+    def forward(self, h, unused=None):
+        out = torch.sin(self.lin(h))
+        return (out, None) if self.with_none else out
+
+
+@pytest.mark.parametrize("entry", [e for e in _ENTRIES if e.site != "inputs"],
+                         ids=lambda e: e.name)
+@pytest.mark.parametrize("to_input", [False, True])
+def test_none_entries_of_a_layer_value_are_left_out(entry, to_input):
+    # A layer returning (h, None), or called as layer(h, None): Captum raises
+    # AttributeError on the None; fnattr attributes to the tensors (one here, so
+    # one tensor comes back) and equals the same layer without the None.
+    torch.manual_seed(0)
+    plain, model = _WithNone(False).eval(), _WithNone(True).eval()
+    model.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 6)
+    side = "attribute_to_neuron_input" if entry.site == "neuron" \
+        else "attribute_to_layer_input"
+    extra = {side: True} if to_input else {}
+    setting = _Setting(layer="layer", neuron=(2,), target=1, baselines=torch.zeros(2, 6),
+                       extra=extra)
+    got = _call(entry, model, x, setting)
+    want = _call(entry, plain, x, setting)
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert float(want.abs().max()) > 0
