@@ -127,10 +127,14 @@ class _Tap:
                 "the output of the layer that computes them instead"
             )
         if not all(isinstance(t, Tensor) for t in tensors):
+            odd = next(t for t in tensors if not isinstance(t, Tensor))
             raise TypeError(
                 f"the layer {type(module).__name__}'s "
                 f"{'inputs' if self.input_side else 'outputs'} must be tensors to "
-                "attribute to them"
+                f"attribute to them, got {type(odd).__name__}"
+                + (" (a dict, e.g. a Hugging Face ModelOutput): choose a submodule that "
+                   "returns tensors, e.g. the encoder's last block" if isinstance(odd, dict)
+                   else "")
             )
         index = self.calls
         self.calls += 1

@@ -439,3 +439,13 @@ def test_other_hugging_face_architectures_match_captum(build):
     many = fnattr.layer_integrated_gradients(forward, layer, ids, target=fnattr.each([1, 2]), **kw)
     close(many[1], fnattr.layer_integrated_gradients(forward, layer, ids, target=2, **kw))
     close(many[0], attr)
+
+
+def test_a_layer_returning_a_model_output_names_the_way_out(bert):
+    # model.bert.encoder returns a BaseModelOutput (a dict): the error says so
+    # and points to a submodule that returns tensors.
+    model, forward, ids, mask = bert
+    with pytest.raises(TypeError, match="got BaseModelOutput.*a dict.*submodule that returns"):
+        fnattr.layer_integrated_gradients(forward, model.bert.encoder, ids, target=1,
+                                          additional_forward_args=mask, n_steps=2)
+    assert not model.bert.encoder._forward_hooks
