@@ -385,6 +385,31 @@ def test_model_randomization_matches_deep_copies(order):
     assert_untouched(model, before)
 
 
+def test_vectorized_randomization_of_an_attention_model_is_quiet():
+    # CPU attention has no vmap batching rule: torch runs it one model at a time
+    # and warns for each call; vectorize=True gives the same numbers, silently
+    # (the suite runs with warnings as errors).
+    torch.manual_seed(0)
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+    model, x = Attn().eval(), torch.randn(4, 5, 8)
+    kw = dict(target=1, layers=["head", "attn"])
+    one = metrics.model_randomization(fnattr.gradient, model, x, **kw,
+                                      generator=torch.Generator().manual_seed(0))
+    all_ = metrics.model_randomization(fnattr.gradient, model, x, **kw, vectorize=True,
+                                       generator=torch.Generator().manual_seed(0))
+    for name in one:
+        close(all_[name], one[name], 1e-5)
+
+
 @pytest.mark.parametrize("explain", [
     pytest.param(CA.GuidedBackprop, id="captum-class"),
     pytest.param(compat.GuidedBackprop, id="compat-class"),

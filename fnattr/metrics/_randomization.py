@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -71,7 +72,8 @@ def model_randomization(
         generator: the new weights' randomness (the global RNG if ``None``).
         vectorize: explain all randomized models in one ``vmap`` (the explanation
             must support ``vmap``: fnattr's functions do; module hooks, e.g.
-            Captum's, do not). Same numbers; on CPU it measured no faster.
+            Captum's, do not). Same numbers; on CPU it measured no faster, and ops
+            with no batching rule (CPU attention) run one model at a time.
         **kwargs: passed to the explanation (``target=`` ...).
 
     Returns:
@@ -97,8 +99,12 @@ def model_randomization(
         sets.append(replaced)
     if vectorize:
         stacked = _stack(model, sets)
-        explained = torch.func.vmap(
-            lambda p: _explain(explanation_func, model, p, inputs, kwargs))(stacked)
+        with warnings.catch_warnings():  # an op with no batching rule runs one model at
+            warnings.filterwarnings(     # a time: torch says so for each (e.g. attention)
+                "ignore", "There is a performance drop because we have not yet implemented "
+                "the batching rule", UserWarning)
+            explained = torch.func.vmap(
+                lambda p: _explain(explanation_func, model, p, inputs, kwargs))(stacked)
         return {name: compare(tuple(e[j] for e in explained)) for j, name in enumerate(names)}
     return {name: compare(_explain(explanation_func, model, rep, inputs, kwargs))
             for name, rep in zip(names, sets)}
