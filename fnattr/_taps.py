@@ -121,10 +121,11 @@ class _Tap:
             tensors = tuple(t for t in tensors if t is not None)
         if not tensors:
             raise TypeError(
-                f"the layer {type(module).__name__} was called with no positional "
-                f"{'inputs' if self.input_side else 'outputs'} (inputs passed by keyword, "
-                "e.g. layer(hidden_states=h), do not reach a forward pre-hook): attribute to "
-                "the output of the layer that computes them instead"
+                f"the layer {type(module).__name__} was called with no positional inputs "
+                "(inputs passed by keyword, e.g. layer(hidden_states=h), do not reach a "
+                "forward pre-hook): attribute to the output of the layer that computes "
+                "them instead" if self.input_side else
+                f"the layer {type(module).__name__} returned no tensors to attribute to"
             )
         if not all(isinstance(t, Tensor) for t in tensors):
             odd = next(t for t in tensors if not isinstance(t, Tensor))
@@ -173,7 +174,6 @@ class _Tap:
         if self.probes is None:
             return None
         return _as_value(tensors, value, is_seq, self.input_side)
-
 
     def replay(self) -> None:
         """After the forward: the calls a backward makes again (``torch.utils.checkpoint``
