@@ -449,3 +449,29 @@ def test_a_layer_returning_a_model_output_names_the_way_out(bert):
         fnattr.layer_integrated_gradients(forward, model.bert.encoder, ids, target=1,
                                           additional_forward_args=mask, n_steps=2)
     assert not model.bert.encoder._forward_hooks
+
+
+def test_second_derivatives_of_an_sdpa_model_under_the_math_backend(gpt2):
+    # torch 2.13 has no derivative of CPU flash attention's backward: the
+    # README's recipe (the math backend, call and backward both) gives the same
+    # second derivative as the model built with eager attention.
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    eager = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        **{k: getattr(gpt2.config, k) for k in ("n_layer", "n_embd", "n_head", "vocab_size")},
+        bos_token_id=0, eos_token_id=0, attn_implementation="eager")).eval()
+    eager.load_state_dict(gpt2.state_dict())
+    x = torch.randn(2, 6, 64, requires_grad=True)
+
+    def second(model):
+        attr = fnattr.integrated_gradients(lambda e: model(inputs_embeds=e).logits[:, -1], x,
+                                           target=3, n_steps=3, create_graph=True)
+        return torch.autograd.grad(attr.sum(), x)[0]
+
+    with pytest.raises(RuntimeError, match="derivative for .*flash_attention.* not implemented"):
+        second(gpt2)
+    with sdpa_kernel(SDPBackend.MATH):
+        got = second(gpt2)
+    want = second(eager)
+    assert want.abs().max() > 0
+    close(got, want, 1e-5)
