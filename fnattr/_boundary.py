@@ -68,7 +68,12 @@ def boundary(body: Callable, site: str, *, path: str = "none", rule: str | None 
     def method(*args: Any, **kwargs: Any) -> Any:
         a, was_tuple = normalize(bind(args, kwargs), site, path, rule)
         objective = a["target"] if "target" in a else a["neuron_selector"]
-        attrs, gap = body(**a) if delta else (body(**a), None)
+        try:
+            attrs, gap = body(**a) if delta else (body(**a), None)
+        except AssertionError as error:
+            if "Guard failed" not in str(error):
+                raise
+            raise ValueError(_EXPORT_GUARD.format(error)) from error
         if objective.squeeze:
             attrs = tuple(t[0] for t in attrs)
             gap = None if gap is None else gap[0]
@@ -79,6 +84,14 @@ def boundary(body: Callable, site: str, *, path: str = "none", rule: str | None 
         return (out, gap) if a.get("return_convergence_delta") else out
 
     return method
+
+
+_EXPORT_GUARD = (
+    "the forward function refused an input shape ({}): a torch.export program checks "
+    "the shapes it was exported with, and fnattr feeds it expanded batches (path points "
+    "x examples, K rows, noisy copies); export it with a dynamic batch dimension "
+    "(`dynamic_shapes`, torch.export.Dim), or pass `internal_batch_size` equal to the "
+    "exported batch when calling with that many examples")
 
 
 def normalize(a: dict, site: str = "inputs", path: str = "none",

@@ -443,3 +443,19 @@ def test_a_layer_whose_inputs_come_by_keyword_is_named(method, kwargs):
     with pytest.raises(TypeError, match="no positional inputs.*by keyword"):
         method(model, model.inner, torch.randn(3, 4), **kwargs)
     assert not model.inner._forward_pre_hooks and not model.inner._forward_hooks
+
+
+def test_an_exported_program_with_a_fixed_batch_is_explained():
+    # ep.module() checks the shapes it was exported with; an expanded batch of
+    # path points came out as torch's AssertionError ("Guard failed"). Now a
+    # ValueError says why and what to do, and internal_batch_size = the
+    # exported batch runs it.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(2, 6)
+    exported = torch.export.export(model, (x,)).module()
+    with pytest.raises(ValueError, match="Guard failed.*torch.export.*internal_batch_size"):
+        fnattr.integrated_gradients(exported, x, target=1, n_steps=4)
+    torch.testing.assert_close(
+        fnattr.integrated_gradients(exported, x, target=1, n_steps=4, internal_batch_size=2),
+        fnattr.integrated_gradients(model, x, target=1, n_steps=4))
