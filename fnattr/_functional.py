@@ -171,7 +171,16 @@ def ruled(forward_func: Callable, rule: str, detach: bool | None = None) -> Func
         if forward_func.rule is None:  # nested rules: the inner one wins
             forward_func = dataclasses.replace(forward_func, rule=rule)
         return forward_func if detach is None else functional(forward_func, detach=detach)
-    return Functional(unwrap_parallel(forward_func), rule, bool(detach))
+    return Functional(unwrap_parallel(_uncompiled(forward_func)), rule, bool(detach))
+
+
+def _uncompiled(model: Any) -> Any:
+    """A ``torch.compile``'d module's original module: a rule cannot reach the ReLUs
+    inside a compiled graph (``fnattr.compile`` compiles a rule method instead)."""
+    original = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
+        return original
+    return model
 
 
 def _training(model: nn.Module) -> bool:

@@ -286,6 +286,9 @@ def _deconv_hook(grad_inputs: tuple, grad_outputs: tuple) -> tuple:
 
 
 _NODE_HOOKS = {"guided": _guided_hook, "deconv": _deconv_hook}
+# node types seen that hide no ReLU (checked once each: a compiled graph's
+# CompiledFunctionBackward, a class made per compiled function, would)
+_PLAIN_NODES: set = set()
 # models whose graph once held an in-place op on a view: their rule calls run
 # under the mode from then on (a second forward only on the first such call)
 _MODE_ONLY: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -323,6 +326,13 @@ def hook_relus(root: Tensor, rule: str, since: int, model: Any) -> bool:
             except TypeError:
                 pass
             return False
+        elif kind not in _PLAIN_NODES:
+            if kind.__name__ == "CompiledFunctionBackward":
+                raise TypeError(
+                    "the forward runs a graph compiled by torch.compile, whose ReLUs a rule "
+                    "cannot reach: pass the model itself (a torch.compile'd nn.Module is "
+                    "unwrapped), or compile the method with fnattr.compile")
+            _PLAIN_NODES.add(kind)
         for nxt, _ in node.next_functions:
             if nxt is not None and nxt not in seen and nxt._sequence_nr() >= since:
                 seen.add(nxt)

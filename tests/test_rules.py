@@ -875,3 +875,56 @@ def test_plain_k_rows_in_chunks_hook_the_rule_once(rule, chunk_size, monkeypatch
     assert calls["hook"] == calls["backward"]
     for k, sel in enumerate(selectors):
         torch.testing.assert_close(many[k], fn(model, model.fc2, x, sel), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_torch_compiled_module_is_explained_through_its_original(method):
+    # A rule cannot reach the ReLUs inside a compiled graph: on torch.compile(model)
+    # the rule methods returned something else than the rule's gradient (1.0 and
+    # 1.3 of the max off), silently. The compiled wrapper is unwrapped (it is
+    # never called, so nothing compiles here).
+    fn, _, _ = METHODS[method]
+    torch.manual_seed(0)
+    model = MLP().to(DT).eval()
+    x = torch.randn(5, 6, dtype=DT)
+    compiled = torch.compile(model)
+    torch.testing.assert_close(fn(compiled, x, target=1), fn(model, x, target=1),
+                               rtol=0, atol=0)
+    neuron = NEURON_METHODS[method][0]
+    torch.testing.assert_close(neuron(compiled, model.fc2, x, (3,)),
+                               neuron(model, model.fc2, x, (3,)), rtol=0, atol=0)
+
+
+class CompiledFunction(torch.autograd.Function):
+    """Stands in for AOTAutograd's function: its node type is CompiledFunctionBackward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_a_compiled_graph_inside_the_forward_is_refused(method):
+    # A function that calls a compiled graph: its ReLUs sit inside one
+    # CompiledFunctionBackward node, where no hook reaches them. Refused with a
+    # TypeError before any backward, and no state is left behind.
+    fn, _, _ = METHODS[method]
+    model = MLP().to(DT).eval()
+    assert CompiledFunction.apply(torch.ones(1, requires_grad=True)).grad_fn.__class__.__name__ \
+        == "CompiledFunctionBackward"
+    with pytest.raises(TypeError, match="compiled by torch.compile.*fnattr.compile"):
+        fn(lambda t: model(CompiledFunction.apply(t)), torch.randn(5, 6, dtype=DT), target=1)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.compile
+def test_a_real_compiled_graph_inside_the_forward_is_refused():
+    # The same with torch.compile itself (the node type name is AOTAutograd's).
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    compiled = torch.compile(model)
+    with pytest.raises(TypeError, match="compiled by torch.compile"):
+        fnattr.guided_backprop(lambda t: compiled(t), torch.randn(3, 6), target=1)
