@@ -27,6 +27,7 @@ from fnattr._catalog import CATALOG
 
 from .floor import captum_paths, seeded
 from .models import import_torchvision
+from .run import rel_err
 
 STEPS, SAMPLES, STDEV = 8, 4, 0.1
 
@@ -118,12 +119,6 @@ def cases(model: Any, x: torch.Tensor, layer: Any, neuron: tuple) -> dict[str, t
             lambda: CATALOG["neuron_gradient_shap"].core(model, layer, x, paths, neuron),
             captum_shap(C.NeuronGradientShap(model, layer), neuron_selector=neuron)),
     }
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    scale = float(b.abs().max())
-    return float((a - b).abs().max()) / (scale if scale > 0 else 1.0)
 
 
 def compare(ours: Callable[[], Any], theirs: Callable[[], Any]) -> str:

@@ -271,26 +271,23 @@ def _example_blocks(run: Callable[[dict], Any], a: dict, rows: int) -> Any:
         if b.get("additional_forward_args") is not None:
             b["additional_forward_args"] = _example_rows(b["additional_forward_args"], n0, n1, n)
         parts.append(run(b))
-    dim = 1 if k_axis else 0
-    if isinstance(parts[0], tuple):
-        return tuple(torch.cat(p, dim) for p in zip(*parts))
-    return torch.cat(parts, dim)
+    return _concat(parts, 1 if k_axis else 0)
 
 
 def _target_chunks(run: Callable[[dict], Any], a: dict, k: int) -> Any:
     """``run`` on the ``fnattr.each`` targets of ``a`` ``k`` at a time (the K chunk
     of a method with no ``chunk_size``), the results concatenated along K."""
     targets = a["target"].targets
-    parts = [run(dict(a, target=N.Each(targets[i:i + k]))) for i in range(0, len(targets), k)]
+    return _concat([run(dict(a, target=N.Each(targets[i:i + k])))
+                    for i in range(0, len(targets), k)], 0)
+
+
+def _concat(parts: list, dim: int) -> Any:
+    """The results of several calls joined along ``dim``, tuple by tuple (multi-input
+    attributions, ``(attributions, delta)``)."""
     if isinstance(parts[0], tuple):
-        return tuple(_cat_k(p) for p in zip(*parts))
-    return _cat_k(parts)
-
-
-def _cat_k(parts: Any) -> Any:
-    if isinstance(parts[0], tuple):  # multi-input attributions
-        return tuple(torch.cat(p) for p in zip(*parts))
-    return torch.cat(parts)
+        return tuple(_concat(list(p), dim) for p in zip(*parts))
+    return torch.cat(parts, dim)
 
 
 def _example_rows(value: Any, n0: int, n1: int, n: int) -> Any:

@@ -26,11 +26,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from . import _budget
-from ._functional import Functional, _swapped_state, transforms_active
+from ._functional import Functional, _swapped_state, swappable, transforms_active
 from ._rules import graph_rule_ok, hook_relus, sequence_nr
 from ._objectives import Objective
 from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
@@ -145,7 +145,7 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
     # forward under torch.utils.checkpoint is run again there, and must see the
     # same parameters (else: "recomputed values ... have different metadata") and
     # the same substitutes.
-    swap = _swapped_state(f.model, f.detach) if _swappable(f.model) else None
+    swap = _swapped_state(f.model, f.detach) if swappable(f.model) else None
     kept: list = []
     if swap is not None:
         swap.__enter__()
@@ -158,10 +158,6 @@ def _plain(f, inputs, args, objective, site, read, wrt_site, create_graph, chunk
             handle.remove()
         if swap is not None:
             swap.__exit__(None, None, None)
-
-
-def _swappable(model: Any) -> bool:
-    return isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule)
 
 
 def _plain_call(f, ruled, inputs, args, objective, site, read, wrt_site, create_graph,

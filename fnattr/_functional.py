@@ -67,7 +67,7 @@ class Functional:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         model = self.model
-        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        if not swappable(model):
             return self._run(model, args, kwargs)  # a plain callable, or TorchScript
         if transforms_active():
             state = {k: v.detach() for k, v in model.named_parameters()
@@ -172,6 +172,12 @@ def ruled(forward_func: Callable, rule: str, detach: bool | None = None) -> Func
             forward_func = dataclasses.replace(forward_func, rule=rule)
         return forward_func if detach is None else functional(forward_func, detach=detach)
     return Functional(unwrap_parallel(_uncompiled(forward_func)), rule, bool(detach))
+
+
+def swappable(model: Any) -> bool:
+    """Whether ``model``'s parameters can be swapped for the call: an ``nn.Module``
+    that is not TorchScript."""
+    return isinstance(model, nn.Module) and not isinstance(model, torch.jit.ScriptModule)
 
 
 def _uncompiled(model: Any) -> Any:

@@ -78,6 +78,27 @@ class Out3D(nn.Module):
         return self.fc2(self.relu(self.fc1(x))).view(-1, 2, 3)
 
 
+class SelfAttention(nn.Module):
+    """A ViT-style block: ``nn.MultiheadAttention(batch_first=True)`` self-attention on
+    ``(N, tokens, 8)`` inputs, mean over tokens, 3 outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+
+def bfloat16_conv() -> tuple[nn.Module, Tensor]:
+    """A seeded bfloat16 conv net (conv, ReLU, linear) and 4 bfloat16 inputs of 3x8x8."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 8 * 8, 5)).eval().to(torch.bfloat16)
+    return model, torch.randn(4, 3, 8, 8, dtype=torch.bfloat16)
+
+
 class Split(nn.Module):
     """A layer whose output is a tuple of two tensors."""
 

@@ -18,12 +18,12 @@ from fnattr import compat
 from fnattr._catalog import CATALOG
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
-    from ._reference import assert_same, quiet
+    from ._reference import assert_same, bfloat16_conv, quiet
     from ._shap_reference import captum_draws, captum_gradient_shap
     from .conftest import MLP
     from ._catalog_args import ENTRIES as _ENTRIES, Setting as _Setting, call as _call
 except ImportError:
-    from _reference import assert_same, quiet
+    from _reference import assert_same, bfloat16_conv, quiet
     from _shap_reference import captum_draws, captum_gradient_shap
     from conftest import MLP
     from _catalog_args import ENTRIES as _ENTRIES, Setting as _Setting, call as _call
@@ -59,13 +59,6 @@ def test_autocast_returns_input_dtype_and_layer_methods_run():
 # ---------------------------------------------------------------- reduced precision
 
 
-def _bf16_conv():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 8 * 8, 5)).eval().to(torch.bfloat16)
-    return model, torch.randn(4, 3, 8, 8, dtype=torch.bfloat16)
-
-
 def _rel(a, b):
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).abs().max() / b.abs().max())
@@ -82,12 +75,12 @@ def test_bfloat16_paths_are_placed_and_summed_like_captum(name):
     # conductance 2x further from the float64 model's values than Captum's).
     import captum.attr as C
 
-    model, x = _bf16_conv()
+    model, x = bfloat16_conv()
     site = () if name == "IntegratedGradients" else (model[0],)
     neuron = name.startswith("Neuron")
     args = ((1, 2, 2),) if neuron else ()
     kw = dict(n_steps=8) if neuron else dict(target=1, n_steps=8)
-    fn = getattr(fnattr, CATALOG_NAMES[name])
+    fn = next(e.fn for e in CATALOG.values() if e.compat == name)
     ours = fn(model, *site, x, *args, **kw)
     with quiet():
         theirs = getattr(C, name)(model, *site).attribute(x, *args, **kw)
@@ -100,13 +93,6 @@ def test_bfloat16_paths_are_placed_and_summed_like_captum(name):
     else:
         assert _rel(ours, theirs) < 1e-6
     assert _rel(ours, exact) < 0.2  # (the bfloat16 forward and backward themselves)
-
-
-CATALOG_NAMES = {"IntegratedGradients": "integrated_gradients",
-                 "InternalInfluence": "internal_influence",
-                 "LayerIntegratedGradients": "layer_integrated_gradients",
-                 "NeuronIntegratedGradients": "neuron_integrated_gradients",
-                 "LayerConductance": "layer_conductance"}
 
 
 def _double(model):
@@ -122,7 +108,7 @@ def test_bfloat16_gradient_shap_runs_where_captum_raises():
     # integrated gradients does (the bfloat16 forward and backward themselves).
     import captum.attr as C
 
-    model, x = _bf16_conv()
+    model, x = bfloat16_conv()
     b = torch.randn(2, 3, 8, 8, dtype=torch.bfloat16)
     with quiet(), pytest.raises(RuntimeError, match="should be the same"):
         C.GradientShap(model).attribute(x, b, target=1, n_samples=3)

@@ -28,11 +28,11 @@ from fnattr import compat
 
 try:  # tests/ as a package (tests/__init__.py) or as a plain directory
     from ._catalog_args import ENTRIES, Setting, caller
-    from ._reference import TupleNet, assert_same, quiet
+    from ._reference import SelfAttention, TupleNet, assert_same, quiet
     from .conftest import MLP, ConvNet, ReusedReLU
 except ImportError:
     from _catalog_args import ENTRIES, Setting, caller
-    from _reference import TupleNet, assert_same, quiet
+    from _reference import SelfAttention, TupleNet, assert_same, quiet
     from conftest import MLP, ConvNet, ReusedReLU
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
@@ -416,18 +416,6 @@ def test_tied_and_shared_parameters_are_restored():
     assert model[2].weight is emb.weight
 
 
-class _SelfAttention(nn.Module):
-    """A ViT-style block: ``nn.MultiheadAttention(batch_first=True)`` self-attention."""
-
-    def __init__(self):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
-
-
 class _AtenCount(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -445,7 +433,7 @@ def test_batch_first_attention_projects_with_one_mm():
     # backward (2.8% slower on the ViT benchmark model). The call keeps it
     # attached and still leaves the model as it was.
     torch.manual_seed(0)
-    model = _SelfAttention().eval()
+    model = SelfAttention().eval()
     x = torch.randn(4, 5, 8)
     snap = Snapshot(model, (x,))
     with _AtenCount() as seen:

@@ -17,6 +17,7 @@ import fnattr
 from fnattr import compat, metrics
 from fnattr.data import load_digits_examples, load_digits_model
 
+from ._reference import SelfAttention
 from .conftest import captum_quiet
 
 
@@ -390,17 +391,7 @@ def test_vectorized_randomization_of_an_attention_model_is_quiet():
     # and warns for each call; vectorize=True gives the same numbers, silently
     # (the suite runs with warnings as errors).
     torch.manual_seed(0)
-
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
-            self.head = nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
-
-    model, x = Attn().eval(), torch.randn(4, 5, 8)
+    model, x = SelfAttention().eval(), torch.randn(4, 5, 8)
     kw = dict(target=1, layers=["head", "attn"])
     one = metrics.model_randomization(fnattr.gradient, model, x, **kw,
                                       generator=torch.Generator().manual_seed(0))

@@ -20,10 +20,10 @@ import fnattr
 from fnattr import _noise, compat
 
 try:
-    from ._reference import assert_same, quiet
+    from ._reference import assert_same, bfloat16_conv, quiet
     from .conftest import compat_ctor, compat_setup
 except ImportError:
-    from _reference import assert_same, quiet
+    from _reference import assert_same, bfloat16_conv, quiet
     from conftest import compat_ctor, compat_setup
 
 
@@ -252,12 +252,8 @@ def test_bfloat16_copies_are_summed_in_float32():
 
     from fnattr._noise import smooth
 
-    torch.manual_seed(0)
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 8 * 8, 5)).eval().to(torch.bfloat16)
+    model, x = bfloat16_conv()
     wide = copy.deepcopy(model).double()
-    x = torch.randn(4, 3, 8, 8, dtype=torch.bfloat16)
     noise = (torch.randn(4, 64, 3, 8, 8, dtype=torch.bfloat16) * 0.5,)
     for nt_type, tol in (("smoothgrad", 2e-2), ("vargrad", 6e-2)):
         low = smooth(functools.partial(fnattr.gradient, model), (x,), False, noise, None,
