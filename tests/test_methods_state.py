@@ -416,6 +416,46 @@ def test_tied_and_shared_parameters_are_restored():
     assert model[2].weight is emb.weight
 
 
+class _Seen(nn.Linear):
+    """Records, at each forward, whether its weight is its own Parameter and
+    whether it requires grad."""
+
+    def forward(self, x):
+        self.seen.append((self.weight is self.own, self.weight.requires_grad))
+        return super().forward(x)
+
+
+def test_the_forward_sees_its_own_parameters_not_requiring_grad():
+    torch.manual_seed(0)
+    lin = _Seen(4, 3)
+    lin.seen, lin.own = [], lin.weight
+    model = nn.Sequential(lin, nn.Tanh())
+    x = torch.randn(2, 4)
+    snap = Snapshot(model, (x,))
+    fnattr.gradient(model, x, target=1)
+    fnattr.guided_backprop(model, x, target=1)
+    fnattr.gradient(model, x, target=1, create_graph=True)  # the live parameters
+    assert lin.seen == [(True, False), (True, False), (True, True)]
+    snap.check()
+
+
+def test_a_non_leaf_in_a_parameter_slot_is_swapped_for_an_alias():
+    # torch.func.functional_call puts plain (possibly non-leaf) tensors into the
+    # slots: a non-leaf cannot have its flag switched off, so it gets a detached alias
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+    base = torch.randn(3, 4, requires_grad=True)
+    weight = base * 1.0                     # a non-leaf that requires grad
+    model[0]._parameters["weight"] = weight
+    x = torch.randn(2, 4)
+    got = fnattr.gradient(model, x, target=1)
+    xx = x.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(model(xx)[:, 1].sum(), xx)
+    torch.testing.assert_close(got, ref)
+    assert model[0]._parameters["weight"] is weight and weight.requires_grad
+    assert base.grad is None
+
+
 class _AtenCount(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()
