@@ -306,24 +306,31 @@ def convergence_delta(
     end_point: TensorOrTuple,
     target: Target = None,
     additional_forward_args: Any = None,
+    *,
+    layer_attributions: bool = False,
 ) -> Tensor:
     """Completeness gap per example: ``sum(attributions) - (f(end) - f(start))``.
 
     Captum's ``compute_convergence_delta``: attributions are summed over all
     features of all inputs; ``f`` is the target output (summed over any
-    remaining dims). The attributions may be input- or layer-shaped (any
-    number of tensors with one row per example). Evaluated without recording
-    a graph.
+    remaining dims). Input attributions come one tensor per input (another
+    count is a ``ValueError``, where Captum silently sums the tensors it is
+    given); a layer's attributions (any number of tensors with one row per
+    example, as Captum's layer classes check them) need
+    ``layer_attributions=True``. Evaluated without recording a graph.
 
     Args:
         {args: forward_func}
         attributions: a tensor or a tuple of tensors, each with one row per
-            example of ``end_point``.
+            example of ``end_point``: one per input, or a layer's with
+            ``layer_attributions``.
         start_point: the path start, as ``baselines``: ``None`` (zeros), a
             number, a tensor of the input's shape or with a batch dim of 1, or a
             tuple of those.
         end_point: the inputs, a tensor ``[N, ...]`` or a tuple of them.
         {args: target[single], additional_forward_args}
+        layer_attributions: ``attributions`` are a layer's (any number of
+            tensors), not the inputs'.
 
     Returns:
         A tensor ``[N]``: one gap per example.
@@ -341,6 +348,14 @@ def convergence_delta(
     """
     ends, _ = N.as_tuple(end_point, "end_point")
     attrs, _ = N.as_tuple(attributions, "attributions")
+    if not isinstance(layer_attributions, bool):
+        raise TypeError(f"`layer_attributions` must be a bool, got "
+                        f"{type(layer_attributions).__name__}")
+    if not layer_attributions and len(attrs) != len(ends):
+        raise ValueError(
+            f"`attributions` holds {len(attrs)} tensor(s) for {len(ends)} input(s) "
+            "(`end_point`): input attributions come one per input; for a layer's "
+            "attributions pass `layer_attributions=True`")
     if any(a.shape[0] != ends[0].shape[0] for a in attrs):
         raise ValueError(
             "`attributions` must have one row per example of `end_point` "

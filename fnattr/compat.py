@@ -72,6 +72,7 @@ class _Shell:
 
     _has_delta = False
     _multiply_by_inputs = False
+    _layer_attributions = False  # attributions are a layer's (layer classes)
 
     def __init__(self, forward_func: Callable, name: str = "forward_func") -> None:
         if not callable(forward_func):
@@ -93,8 +94,11 @@ class _Shell:
 
     def compute_convergence_delta(self, attributions: Any, start_point: Any, end_point: Any,
                                   target: Any = None, additional_forward_args: Any = None) -> Tensor:
+        """Captum's ``compute_convergence_delta``: :func:`fnattr.convergence_delta`
+        (a layer class's attributions are its layer's, of any tensor count)."""
         return M.convergence_delta(self.forward_func, attributions, start_point, end_point,
-                                   target, additional_forward_args)
+                                   target, additional_forward_args,
+                                   layer_attributions=self._layer_attributions)
 
     def attribute_future(self) -> None:
         """Not implemented, as in Captum (``NotImplementedError``)."""
@@ -170,7 +174,8 @@ def _shell(compat_name: str) -> type:
            f"(generated from the catalog by ``fnattr.compat._shell``).")
     return type(compat_name, (_Shell,), {
         "__init__": __init__, "attribute": _captum_method(attribute), "__doc__": doc,
-        "__module__": __name__, "_has_delta": entry.delta})
+        "__module__": __name__, "_has_delta": entry.delta,
+        "_layer_attributions": entry.site == "layer"})
 
 
 def _ctor_params(entry: Method, fn_params: Any) -> list[inspect.Parameter]:
@@ -226,6 +231,10 @@ class NoiseTunnel(_Shell):
         self.is_delta_supported = attribution_method.has_convergence_delta()
         self._has_delta = self.is_delta_supported
         self._multiply_by_inputs = attribution_method.multiplies_by_inputs
+        self._layer_attributions = getattr(attribution_method, "_layer_attributions", None)
+        if self._layer_attributions is None:  # a Captum class: its layer classes
+            self._layer_attributions = any(c.__name__ == "LayerAttribution"
+                                           for c in type(attribution_method).__mro__)
 
     @_captum_method
     def attribute(self, inputs: Any, nt_type: str = "smoothgrad", nt_samples: int = 5,

@@ -526,7 +526,12 @@ def test_compute_convergence_delta_with_layer_attributions_matches_captum(setup,
     actual = compat.InternalInfluence(model, layer).compute_convergence_delta(
         attrs, start, x, target=1, additional_forward_args=args)
     assert_same(actual, expected)
-    assert_same(fnattr.convergence_delta(model, attrs, start, x, 1, args), expected)
+    assert_same(fnattr.convergence_delta(model, attrs, start, x, 1, args,
+                                         layer_attributions=True), expected)
+    assert_same(compat.NoiseTunnel(compat.InternalInfluence(model, layer))
+                .compute_convergence_delta(attrs, start, x, 1, args), expected)
+    assert_same(compat.NoiseTunnel(C.InternalInfluence(model, layer))
+                .compute_convergence_delta(attrs, start, x, 1, args), expected)
 
 
 def test_convergence_delta_of_integrated_gradients_is_small_and_matches_captum():

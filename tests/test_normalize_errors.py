@@ -221,8 +221,20 @@ CASES = [
     ("compat-interpolate-2d", lambda e: compat.LayerAttribution.interpolate(
         torch.randn(3, 8), (16,)), "layer_attribution", BAD),
     # --------------------------------------------------------------- convergence_delta
-    # (a different number or shape of attribution tensors is allowed, as in
-    # Captum: layer attributions are checked against the inputs' completeness)
+    # (input attributions come one per input (12.8); a layer's, with
+    # layer_attributions=True, may be any number, as Captum's layer classes check them)
+    ("delta-attributions-count", lambda e: fnattr.convergence_delta(
+        e.multi, torch.zeros(3, 6), (0.0, 0.0), e.xs, 0), "attributions", BAD),
+    ("delta-attributions-count-tuple", lambda e: fnattr.convergence_delta(
+        e.mlp, (torch.zeros(3, 6), torch.zeros(3, 6)), None, e.x, 0), "attributions", BAD),
+    ("compat-delta-attributions-count", lambda e: compat.IntegratedGradients(e.multi)
+     .compute_convergence_delta(torch.zeros(3, 6), (0.0, 0.0), e.xs, 0), "attributions", BAD),
+    ("compat-nt-delta-attributions-count", lambda e: compat.NoiseTunnel(
+        compat.IntegratedGradients(e.multi)).compute_convergence_delta(
+        torch.zeros(3, 6), (0.0, 0.0), e.xs, 0), "attributions", BAD),
+    ("delta-layer_attributions-not-bool", lambda e: fnattr.convergence_delta(
+        e.mlp, torch.zeros(3, 6), None, e.x, 0, layer_attributions="yes"),
+     "layer_attributions", TypeError),
     ("delta-attributions-batch", lambda e: fnattr.convergence_delta(
         e.mlp, torch.zeros(2, 6), None, e.x, 0), "attributions", BAD),
     ("delta-attributions-batch-tuple", lambda e: fnattr.convergence_delta(
