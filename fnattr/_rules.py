@@ -286,12 +286,24 @@ def _deconv_hook(grad_inputs: tuple, grad_outputs: tuple) -> tuple:
 
 
 _NODE_HOOKS = {"guided": _guided_hook, "deconv": _deconv_hook}
-# node types seen that hide no ReLU (checked once each: a compiled graph's
-# CompiledFunctionBackward, a class made per compiled function, would)
-_PLAIN_NODES: set = set()
+# node type -> 0 (hides no ReLU), 1 (a ReLU), 2 (an in-place op on a view); each
+# type is classified once (a compiled graph's CompiledFunctionBackward, a class
+# made per compiled function, is refused instead)
+_KINDS: dict = {}
 # models whose graph once held an in-place op on a view: their rule calls run
 # under the mode from then on (a second forward only on the first such call)
 _MODE_ONLY: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def _kind(node_type: type) -> int:
+    if node_type.__name__ == "CompiledFunctionBackward":
+        raise TypeError(
+            "the forward runs a graph compiled by torch.compile, whose ReLUs a rule "
+            "cannot reach: pass the model itself (a torch.compile'd nn.Module is "
+            "unwrapped), or compile the method with fnattr.compile")
+    kind = _KINDS[node_type] = 1 if node_type is _RELU_NODE else \
+        2 if node_type is _COPY_SLICES else 0
+    return kind
 
 
 def graph_rule_ok(model: Any) -> bool:
@@ -311,32 +323,31 @@ def hook_relus(root: Tensor, rule: str, since: int, model: Any) -> bool:
     node = root.grad_fn
     if node is None:
         return True
-    hook = _NODE_HOOKS[rule]
+    # Every node's Python object is made here (``next_functions``): the walk
+    # costs ~1.4 us per node on a graph just recorded, so it does little else.
     found = []
-    seen = {node}
+    seen = {node, None}
     stack = [node]
+    pop, push, mark, kinds = stack.pop, stack.append, seen.add, _KINDS
     while stack:
-        node = stack.pop()
-        kind = type(node)
-        if kind is _RELU_NODE:
+        node = pop()
+        kind = kinds.get(type(node))
+        if kind is None:
+            kind = _kind(type(node))
+        if kind:
+            if kind == 2:
+                try:
+                    _MODE_ONLY.add(model)
+                except TypeError:
+                    pass
+                return False
             found.append(node)
-        elif kind is _COPY_SLICES:
-            try:
-                _MODE_ONLY.add(model)
-            except TypeError:
-                pass
-            return False
-        elif kind not in _PLAIN_NODES:
-            if kind.__name__ == "CompiledFunctionBackward":
-                raise TypeError(
-                    "the forward runs a graph compiled by torch.compile, whose ReLUs a rule "
-                    "cannot reach: pass the model itself (a torch.compile'd nn.Module is "
-                    "unwrapped), or compile the method with fnattr.compile")
-            _PLAIN_NODES.add(kind)
         for nxt, _ in node.next_functions:
-            if nxt is not None and nxt not in seen and nxt._sequence_nr() >= since:
-                seen.add(nxt)
-                stack.append(nxt)
+            if nxt not in seen:
+                mark(nxt)
+                if nxt._sequence_nr() >= since:  # recorded by this call
+                    push(nxt)
+    hook = _NODE_HOOKS[rule]
     for node in found:
         node.register_hook(hook)
     return True
