@@ -495,6 +495,33 @@ def test_viz_sanity_check_and_deletion_curves():
         viz.deletion_curves({})
 
 
+def test_sensitivity_of_token_ids_under_an_id_perturbation_matches_captum():
+    # Token ids take no uniform noise (a TypeError naming `inputs`, not torch's
+    # "check_uniform_bounds not implemented for 'Long'"); an id perturbation works.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(30, 3)).eval()
+    ids = torch.randint(1, 20, (4, 5))
+
+    def perturb(x):
+        every_third = torch.arange(x.numel()).view_as(x) % 3 == 0
+        return torch.where(every_third, (x + 1) % 20, x)
+
+    def ours(x, **kw):
+        return fnattr.layer_integrated_gradients(model, model[0], x, **kw)
+
+    kw = dict(n_perturb_samples=3, baselines=0, target=1, n_steps=5)
+    lig = CA.LayerIntegratedGradients(model, model[0])
+    with captum_quiet():  # (Captum iterates the unperturbed explanation: a tuple for it)
+        expected = CM.sensitivity_max(lambda x, **k: (lig.attribute(x, **k),), ids, perturb,
+                                      **kw)
+    torch.testing.assert_close(metrics.sensitivity_max(ours, ids, perturb, **kw), expected,
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="`inputs` must be floating point"):
+        metrics.sensitivity_max(ours, ids, baselines=0, target=1)
+    with pytest.raises(TypeError, match="`inputs` must be floating point"):
+        metrics.uniform_perturbation(ids)
+
+
 # --------------------------------------------------------------------------- bad arguments
 def _explain(x, **kw):
     return fnattr.gradient(mlp(), x, **kw)
@@ -514,6 +541,7 @@ BAD = [
     ("sensitivity_max", dict(n_perturb_samples=1.5), TypeError, "n_perturb_samples"),
     ("sensitivity_max", dict(explanation_func=None), TypeError, "explanation_func"),
     ("sensitivity_max", dict(generator="seed"), TypeError, "generator"),
+    ("sensitivity_max", dict(inputs=X.long()), TypeError, "inputs"),  # no uniform noise for ids
     ("pixel_flipping", dict(steps=0), ValueError, "steps"),
     ("pixel_flipping", dict(attributions=torch.zeros(4, 3)), ValueError, "attributions"),
     ("pixel_flipping", dict(baseline="zero"), TypeError, "baseline"),

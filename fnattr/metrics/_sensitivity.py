@@ -37,6 +37,7 @@ def uniform_perturbation(inputs: TensorOrTuple, perturb_radius: float = 0.02, *,
         (torch.Size([50, 1, 8, 8]), True)
     """
     xs, was_tuple = N.as_tuple(inputs)
+    _check_noisable(xs)
     device = generator.device if generator is not None else torch.device("cpu")
     out = [x + torch.empty(x.shape, dtype=x.dtype, device=device)
            .uniform_(-perturb_radius, perturb_radius, generator=generator).to(x.device)
@@ -120,6 +121,15 @@ def sensitivity_max(
     return best
 
 
+def _check_noisable(xs: tuple) -> None:
+    for x in xs:
+        if not (x.dtype.is_floating_point or x.dtype.is_complex):
+            raise TypeError(
+                f"`inputs` must be floating point to take uniform noise, got {x.dtype}: for "
+                "token ids pass a `perturb_func` that perturbs ids (e.g. replaces a few at "
+                "random), or perturb the embeddings")
+
+
 def _repeat_kwargs(kwargs: dict, k: int, xs: tuple) -> dict:
     """``target``, ``additional_forward_args`` and per-example ``baselines`` for ``k``
     consecutive copies of every example (Captum's expansion)."""
@@ -146,6 +156,8 @@ def _check(explanation_func: Any, inputs: Any, perturb_func: Any, perturb_radius
     if perturb_func is not None:
         N.check_forward_func(perturb_func, "perturb_func")
     xs, _ = N.as_tuple(inputs)
+    if perturb_func is None:
+        _check_noisable(xs)
     C.check_real(perturb_radius, "perturb_radius", 0.0)
     N.check_positive_int(n_perturb_samples, "n_perturb_samples")
     if not (norm_ord == "fro" or isinstance(norm_ord, numbers.Real)
