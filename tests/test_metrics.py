@@ -423,6 +423,31 @@ def test_model_randomization_takes_any_attribution_method(explain):
         close(ours[name], ref[name], 1e-5)
 
 
+def test_an_explanation_names_its_layer_from_the_model_it_is_given():
+    # A layer method's explanation may take its layer from the view
+    # (``m.features[2]``, ``m[0]``) as from the model itself; the view gives
+    # modules only (the model's own parameters are not the randomized ones).
+    model, (x, y) = load_digits_model(), load_digits_examples()
+    x, y = x[:5], y[:5]
+    kw = dict(target=y, layers=["classifier.3", "features.2", "features.0"],
+              similarity="pearson")
+
+    def run(explain):
+        return metrics.model_randomization(explain, model, x, n_steps=4,
+                                           generator=torch.Generator().manual_seed(1), **kw)
+
+    ref = run(lambda m, x, **k: fnattr.internal_influence(m, model.features[2], x, **k))
+    by_view = run(lambda m, x, **k: fnattr.internal_influence(m, m.features[2], x, **k))
+    for name in ref:
+        close(by_view[name], ref[name], 0)
+    assert ref["features.0"].abs().max() < 0.999  # the randomized layer changed the map
+
+    with pytest.raises(AttributeError):
+        run(lambda m, x, **k: m.not_there)
+    with pytest.raises(TypeError, match="cannot be indexed"):
+        run(lambda m, x, **k: m[0])  # the digits model is no Sequential
+
+
 def test_model_is_untouched_when_the_explanation_raises():
     model = load_digits_model()
     before = snapshot(model)

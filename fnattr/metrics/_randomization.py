@@ -54,7 +54,9 @@ def model_randomization(
     **kwargs)``; a bound ``.attribute`` of such an object runs on a copy of the
     object whose ``forward_func``/``model`` is the view; any other callable
     (``fnattr.gradient``, ...) is called as ``explanation_func(view, inputs,
-    **kwargs)``. The view resolves the model's layer names and modules.
+    **kwargs)``. The view resolves the model's layer names and modules, and
+    gives the model's submodules as its own (``view.features[2]``, ``view[0]``):
+    an explanation may name its layer from the model it is given.
 
     References:
         Adebayo et al., "Sanity Checks for Saliency Maps",
@@ -131,6 +133,29 @@ class _Randomized(nn.Module):
 
     def get_submodule(self, target: str) -> nn.Module:
         return self if target == "" else self.model.get_submodule(target)
+
+    # The model's submodules are the view's, so that an explanation can name its
+    # layer from the model it is given (``lambda m, x: f(m, m.features[2], x)``).
+    # Only modules: the model's own parameters are not the randomized ones.
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            model = self.__dict__.get("_modules", {}).get("model")
+            value = getattr(model, name, None) if model is not None else None
+            if isinstance(value, nn.Module):
+                return value
+            raise
+
+    def __getitem__(self, index: Any) -> nn.Module:
+        try:
+            value = self.model[index]  # type: ignore[index]
+        except TypeError:
+            raise TypeError(f"the model ({type(self.model).__name__}) cannot be indexed") \
+                from None
+        if not isinstance(value, nn.Module):
+            raise TypeError(f"model[{index!r}] is not a module")
+        return value
 
 
 def _explain(explanation_func: Callable, model: nn.Module, replaced: dict, inputs: Any,
