@@ -300,6 +300,19 @@ def test_pixel_flipping_matches_a_naive_loop(most_relevant_first, baseline):
     assert torch.equal(chunked[1], scores)
 
 
+@pytest.mark.parametrize("most_relevant_first", [True, False])
+def test_token_deletion_with_a_pad_id_matches_a_naive_loop(most_relevant_first):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(30, 3)).eval()
+    ids = torch.randint(1, 20, (4, 5))
+    scores_per_token = fnattr.layer_integrated_gradients(model, model[0], ids, baselines=0,
+                                                         target=1, n_steps=8).sum(-1)
+    _, scores = metrics.pixel_flipping(model, ids, scores_per_token, target=1, steps=5,
+                                       baseline=0, most_relevant_first=most_relevant_first)
+    ref = naive_flipping(model, (ids,), (scores_per_token,), 1, 5, (0,), most_relevant_first)
+    close(scores, ref.detach())
+
+
 def test_pixel_flipping_moves_whole_pixels_for_channel_summed_maps():
     model = load_digits_model()
     x, y = load_digits_examples()
@@ -571,6 +584,9 @@ BAD = [
     ("pixel_flipping", dict(attributions=torch.zeros(4, 3)), ValueError, "attributions"),
     ("pixel_flipping", dict(baseline="zero"), TypeError, "baseline"),
     ("pixel_flipping", dict(most_relevant_first="yes"), TypeError, "most_relevant_first"),
+    ("pixel_flipping", dict(inputs=X.long(), baseline=0.5), ValueError, "baseline"),
+    ("pixel_flipping", dict(inputs=X.long(), baseline=torch.full((1, 5), 0.5)), ValueError,
+     "baseline"),
     ("pixel_flipping", dict(target=[0, 1]), ValueError, "target"),
     ("pixel_flipping", dict(generator=1), TypeError, "generator"),
     ("pixel_flipping", dict(target=fnattr.each([0, 1])), TypeError, "target"),

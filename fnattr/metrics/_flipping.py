@@ -175,6 +175,14 @@ def _check(forward_func: Any, inputs: Any, attributions: Any, target: Any, steps
     C.check_target(target, xs[0].shape[0])
     N.check_positive_int(steps, "steps")
     bs = N.format_baselines(baseline, xs, name="baseline")
+    for x, b in zip(xs, bs):  # token ids: a pad/mask id, not a value rounded into one
+        if not (x.dtype.is_floating_point or x.dtype.is_complex):
+            values = b if isinstance(b, Tensor) else torch.tensor(b)
+            if values.is_floating_point() and not torch.equal(values, values.round()):
+                raise ValueError(
+                    f"`baseline` must be a whole number for {x.dtype} inputs (token ids take "
+                    f"a pad or mask id), got {b if not isinstance(b, Tensor) else 'a tensor'}"
+                    " with a fractional part")
     C.check_flag(most_relevant_first, "most_relevant_first")
     C.check_max_examples(max_examples_per_batch)
     C.check_generator(generator)
