@@ -71,7 +71,7 @@ class Functional:
             return self._run(model, args, kwargs)  # a plain callable, or TorchScript
         if transforms_active():
             state = {k: v.detach() for k, v in model.named_parameters()
-                     if v.requires_grad} if self.detach else {}
+                     if v.requires_grad and type(v) not in _LAZY} if self.detach else {}
             if _training(model):  # train-mode buffers (BatchNorm) updated on copies
                 state.update((k, b.clone()) for k, b in model.named_buffers())
             run = (lambda *a, **k: functional_call(model, state, a, k)) if state else model
@@ -259,6 +259,9 @@ class _swapped_state:
 _MHA_KEEP = frozenset({"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"})
 
 
+_LAZY = (nn.parameter.UninitializedParameter,)
+
+
 def _swap(model: nn.Module, detach: bool) -> list[tuple[dict | None, str, Tensor]]:
     swapped: list[tuple[dict | None, str, Tensor]] = []
     stack, seen = [model], set()
@@ -274,7 +277,8 @@ def _swap(model: nn.Module, detach: bool) -> list[tuple[dict | None, str, Tensor
                 keep = _MHA_KEEP if isinstance(module, nn.MultiheadAttention) \
                     and module.batch_first else ()
                 for name, p in params.items():
-                    if p is None or not p.requires_grad or name in keep:
+                    if p is None or not p.requires_grad or name in keep \
+                            or type(p) in _LAZY:  # initialized by this forward: left as is
                         continue
                     if p.is_leaf:  # (a tied parameter is met once: it no longer requires grad)
                         p.requires_grad_(False)

@@ -456,6 +456,33 @@ def test_a_non_leaf_in_a_parameter_slot_is_swapped_for_an_alias():
     assert base.grad is None
 
 
+@pytest.mark.parametrize("name", ["gradient", "guided_backprop", "integrated_gradients",
+                                  "internal_influence", "neuron_gradient"])
+def test_a_lazy_model_is_initialized_by_its_first_call(name):
+    # An uninitialized lazy parameter cannot be detached or have its flag
+    # switched; it is left to the forward that initializes it.
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+
+    x = torch.randn(3, 5)
+    call = {
+        "gradient": lambda m: fnattr.gradient(m, x, target=1),
+        "guided_backprop": lambda m: fnattr.guided_backprop(m, x, target=1),
+        "integrated_gradients": lambda m: fnattr.integrated_gradients(m, x, target=1, n_steps=4),
+        "internal_influence": lambda m: fnattr.internal_influence(m, m[2], x, target=1,
+                                                                  n_steps=4),
+        "neuron_gradient": lambda m: fnattr.neuron_gradient(m, m[2], x, 0),
+    }[name]
+    lazy, ready = build(), build()
+    torch.manual_seed(1)
+    ready(x)
+    torch.manual_seed(1)  # the lazy layer's first forward draws the same weights
+    got = call(lazy)
+    torch.testing.assert_close(got, call(ready), rtol=0, atol=0)
+    assert all(type(p) is nn.Parameter and p.requires_grad for p in lazy.parameters())
+
+
 class _AtenCount(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()
