@@ -259,7 +259,8 @@ class _swapped_state:
 _MHA_KEEP = frozenset({"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"})
 
 
-_LAZY = (nn.parameter.UninitializedParameter,)
+# A lazy module's parameters and buffers before its first forward (which initializes them).
+_LAZY = (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)
 
 
 def _swap(model: nn.Module, detach: bool) -> list[tuple[dict | None, str, Tensor]]:
@@ -289,7 +290,7 @@ def _swap(model: nn.Module, detach: bool) -> list[tuple[dict | None, str, Tensor
             if module.training and module._buffers:
                 buffers = module._buffers
                 for name, b in buffers.items():
-                    if b is not None:
+                    if b is not None and type(b) not in _LAZY:
                         swapped.append((buffers, name, b))
                         buffers[name] = b.clone()
             children = module._modules

@@ -483,6 +483,19 @@ def test_a_lazy_model_is_initialized_by_its_first_call(name):
     assert all(type(p) is nn.Parameter and p.requires_grad for p in lazy.parameters())
 
 
+def test_a_lazy_train_mode_norm_is_initialized_then_left_untouched():
+    # Its first forward initializes (and so updates) the real buffers, as any
+    # first forward would; from then on the buffers are swapped for copies.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(4), nn.LazyBatchNorm1d(), nn.Tanh(),
+                          nn.Linear(4, 2)).train()
+    x = torch.randn(6, 5)
+    fnattr.gradient(model, x, target=1)
+    snap = Snapshot(model, (x,))
+    fnattr.integrated_gradients(model, x, target=1, n_steps=3)
+    snap.check()
+
+
 class _AtenCount(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()
