@@ -323,6 +323,28 @@ def test_bad_data_type_is_a_type_error(tmp_path):
         attribute_dataset(fnattr.gradient, W.model(), 3, tmp_path / "x.zarr")
 
 
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, item):
+        self.item = item
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.item
+
+
+@pytest.mark.parametrize("item, error, match", [
+    (((torch.zeros(2), torch.zeros(3)), 1), TypeError, "item 0: its x is a tuple of tensors"),
+    ((object(), 1), TypeError, "item 0: its x must be a tensor"),
+    ((torch.zeros(3), torch.zeros(2)), ValueError, r"item 0: its y must be one integer label, "
+                                                   r"got Tensor of shape \(2,\)"),
+])
+def test_bad_items_are_named(tmp_path, item, error, match):
+    with pytest.raises(error, match=match):
+        attribute_dataset(fnattr.gradient, torch.nn.Linear(3, 2), _Items(item), tmp_path / "x.zarr")
+
+
 def test_progress_bar_on_request(tmp_path, capsys):
     _run(tmp_path, "integrated_gradients", progress=True)
     assert "96/96" in capsys.readouterr().err

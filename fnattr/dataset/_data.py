@@ -27,14 +27,36 @@ class Items(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int | None]:
         if self.labels is not None:
-            return torch.as_tensor(self.data[i]), int(self.labels[i])
+            return _x(self.data[i], i), int(self.labels[i])
         item = self.data[i]
         if isinstance(item, (tuple, list)):
             if not item:
                 raise ValueError(f"`data` item {i} is empty")
-            y = int(item[1]) if len(item) > 1 else None
-            return torch.as_tensor(item[0]), y
-        return torch.as_tensor(item), None
+            y = _label(item[1], i) if len(item) > 1 else None
+            return _x(item[0], i), y
+        return _x(item, i), None
+
+
+def _x(x: Any, i: int) -> Tensor:
+    if isinstance(x, (tuple, list)) and any(isinstance(t, Tensor) for t in x):
+        raise TypeError(
+            f"`data` item {i}: its x is a {type(x).__name__} of tensors; attribute_dataset "
+            "takes one input tensor per example (wrap a model of several inputs so that it "
+            "takes one, e.g. split a concatenated tensor inside its forward)")
+    try:
+        return torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"`data` item {i}: its x must be a tensor (or array-like), got "
+                        f"{type(x).__name__} ({e})") from None
+
+
+def _label(y: Any, i: int) -> int:
+    try:
+        return int(y)
+    except (TypeError, ValueError, RuntimeError):
+        shape = f" of shape {tuple(y.shape)}" if isinstance(y, Tensor) else ""
+        raise ValueError(f"`data` item {i}: its y must be one integer label, got "
+                         f"{type(y).__name__}{shape}") from None
 
 
 def as_items(data: Any) -> Items:
