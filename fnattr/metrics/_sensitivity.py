@@ -79,7 +79,9 @@ def sensitivity_max(
     Args:
         explanation_func: ``explanation_func(inputs, **kwargs)`` -> attributions.
         {args: inputs}
-        perturb_func: as above; ``None``: uniform noise of ``perturb_radius``.
+        perturb_func: as above; ``None``: uniform noise of ``perturb_radius``
+            (floating-point inputs only: token ids need a ``perturb_func`` that
+            perturbs ids).
         perturb_radius: passed to ``perturb_func`` if it takes a second argument.
         n_perturb_samples: perturbations per example.
         norm_ord: ``p`` of ``torch.norm`` over the flattened explanation.
