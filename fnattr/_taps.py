@@ -117,8 +117,18 @@ class _Tap:
         value = args if self.input_side else output
         is_seq = isinstance(value, (tuple, list))
         tensors = tuple(value) if is_seq else (value,)
-        if is_seq and any(t is None for t in tensors):  # e.g. (h, None): the tensors count
-            tensors = tuple(t for t in tensors if t is not None)
+        if is_seq and any(_constant(t) for t in tensors):
+            # e.g. (h, None), or a block called as block(h, mask) with a bool or
+            # integer mask: the floating-point tensors count, the rest stays in place
+            kept = tuple(t for t in tensors if not _constant(t))
+            if not kept and any(t is not None for t in tensors):
+                raise TypeError(
+                    f"the layer {type(module).__name__}'s "
+                    f"{'inputs' if self.input_side else 'outputs'} hold no floating-point "
+                    "tensor to attribute to (integer or bool only, e.g. token ids into an "
+                    "embedding)" + (": attribute to its output instead"
+                                    if self.input_side else ""))
+            tensors = kept
         if not tensors:
             raise TypeError(
                 f"the layer {type(module).__name__} was called with no positional inputs "
@@ -185,12 +195,18 @@ class _Tap:
         self.stop = self.keep = False
 
 
+def _constant(t: Any) -> bool:
+    """An entry of a layer's value that is not attributed to: ``None``, or a tensor
+    that is not floating point (a mask, position ids)."""
+    return t is None or isinstance(t, Tensor) and not (t.is_floating_point() or t.is_complex())
+
+
 def _as_value(tensors: tuple[Tensor, ...], value: Any, is_seq: bool, input_side: bool) -> Any:
     """``tensors`` in the form of the layer's ``value``, as a hook returns it (its
-    ``None`` entries kept in place)."""
+    constant entries, ``None`` or integer/bool tensors, kept in place)."""
     if is_seq and len(tensors) != len(value):
         new = iter(tensors)
-        tensors = tuple(None if v is None else next(new) for v in value)
+        tensors = tuple(v if _constant(v) else next(new) for v in value)
     if input_side:
         return tensors
     if is_seq:

@@ -76,6 +76,25 @@ def test_bert_embeddings_with_mask_match_captum(bert, baselines):
     close(delta, ref_delta)
 
 
+def test_a_block_called_with_its_mask_attributes_to_its_hidden_states(bert):
+    # A BERT layer is called as layer(hidden_states, attention_mask, ...), the mask
+    # a bool tensor: its input's attribution is the hidden states' (the mask stays
+    # in place), which equal the embeddings' output. Captum raises there
+    # ("'NoneType' object has no attribute 'clone'").
+    model, forward, ids, mask = bert
+    kw = dict(baselines=0, target=1, additional_forward_args=mask, n_steps=8)
+    got = fnattr.layer_integrated_gradients(forward, model.bert.encoder.layer[0], ids,
+                                            attribute_to_layer_input=True, **kw)
+    assert isinstance(got, torch.Tensor) and got.shape == (3, 9, 64)
+    close(got, captum_lig(forward, model.bert.embeddings, ids, **kw))
+    ii = fnattr.internal_influence(lambda e, m: model(inputs_embeds=e, attention_mask=m).logits,
+                                   model.bert.encoder.layer[0],
+                                   model.bert.embeddings.word_embeddings(ids), target=1,
+                                   additional_forward_args=mask, n_steps=4,
+                                   attribute_to_layer_input=True)
+    assert ii.shape == (3, 9, 64) and float(ii.abs().max()) > 0
+
+
 @pytest.mark.parametrize("batch", [1, 2, 7, 40])
 def test_internal_batch_size_matches_captum(bert, batch):
     model, forward, ids, mask = bert

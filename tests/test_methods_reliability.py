@@ -290,6 +290,9 @@ def test_grad_kwargs_materialize_grads_is_accepted_as_in_captum():
 
 
 class _WithNone(nn.Module):
+    """``layer(h, c)`` returning ``(out, c)``: ``c`` is None, a bool mask or integer
+    positions (``with_none``), or the plain ``layer(h)`` returning ``out`` (False)."""
+
     def __init__(self, with_none):
         super().__init__()
         self.with_none = with_none
@@ -298,9 +301,12 @@ class _WithNone(nn.Module):
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x):
-        h = self.layer(torch.tanh(self.block(x)), None) if self.with_none \
-            else self.layer(torch.tanh(self.block(x)))
-        return self.fc(h[0] if self.with_none else h)
+        h = torch.tanh(self.block(x))
+        if not self.with_none:
+            return self.fc(self.layer(h))
+        c = {True: None, "bool": x[:, :3] > 0,
+             "long": torch.arange(3).expand(x.shape[0], 3)}[self.with_none]
+        return self.fc(self.layer(h, c)[0])
 
 
 class _Pair(nn.Module):
@@ -308,20 +314,23 @@ class _Pair(nn.Module):
         super().__init__()
         self.with_none, self.lin = with_none, nn.Linear(8, 8)
 
-    def forward(self, h, unused=None):
+    def forward(self, h, c=None):
         out = torch.sin(self.lin(h))
-        return (out, None) if self.with_none else out
+        return (out, c) if self.with_none else out
 
 
 @pytest.mark.parametrize("entry", [e for e in _ENTRIES if e.site != "inputs"],
                          ids=lambda e: e.name)
 @pytest.mark.parametrize("to_input", [False, True])
-def test_none_entries_of_a_layer_value_are_left_out(entry, to_input):
+@pytest.mark.parametrize("constant", [True, "bool", "long"], ids=["None", "bool", "long"])
+def test_none_entries_of_a_layer_value_are_left_out(entry, to_input, constant):
     # A layer returning (h, None), or called as layer(h, None): Captum raises
     # AttributeError on the None; fnattr attributes to the tensors (one here, so
-    # one tensor comes back) and equals the same layer without the None.
+    # one tensor comes back) and equals the same layer without the None. A bool
+    # mask or integer positions beside h (a Hugging Face block called as
+    # block(h, mask)) are left in place likewise: Captum raises on those too.
     torch.manual_seed(0)
-    plain, model = _WithNone(False).eval(), _WithNone(True).eval()
+    plain, model = _WithNone(False).eval(), _WithNone(constant).eval()
     model.load_state_dict(plain.state_dict())
     x = torch.randn(4, 6)
     side = "attribute_to_neuron_input" if entry.site == "neuron" \
