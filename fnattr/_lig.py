@@ -107,28 +107,43 @@ def layer_integrated_gradients(
     site = Site(layer, attribute_to_layer_input)
     ends_at, starts_at = (_layer_value(forward_func, site, xs, additional_forward_args,
                                        create_graph) for xs in (inputs, starts))
-    grad = _substituted_gradient(forward_func, site, len(inputs), create_graph, chunk_size)
+    # A value of r rows per example (a layer run on the examples' tokens flattened
+    # into the batch, (N * T, ...)) is integrated as (N, r, ...), as Captum does.
+    n = inputs[0].shape[0]
+    per = tuple(v.shape[0] // n for v in ends_at)
+    ends_at, starts_at = (tuple(v.reshape(n, r, *v.shape[1:]) if r != 1 else v
+                                for v, r in zip(values, per)) for values in (ends_at, starts_at))
+    grad = _substituted_gradient(forward_func, site, len(inputs), create_graph, chunk_size, per)
     attrs = path_average(grad, ends_at, starts_at, *quadrature(method, n_steps), target=target,
                          additional_forward_args=inputs + additional_forward_args,
                          multiply_by_delta=multiply_by_inputs, stacked=True,
                          internal_batch_size=internal_batch_size, memory_budget=memory_budget)
-    return attrs, (completeness_gap(forward_func, attrs, starts, inputs, target,
-                                    additional_forward_args) if return_convergence_delta else None)
+    gap = completeness_gap(forward_func, attrs, starts, inputs, target,
+                           additional_forward_args) if return_convergence_delta else None
+    return _flat(attrs, per, 1), gap
+
+
+def _flat(tensors: tuple[Tensor, ...], per: tuple[int, ...], dim: int) -> tuple[Tensor, ...]:
+    """``(..., N, r, ...)`` at ``dim`` back to ``(..., N * r, ...)`` where ``r != 1``."""
+    return tuple(t.flatten(dim, dim + 1) if r != 1 else t for t, r in zip(tensors, per))
 
 
 def _substituted_gradient(f: Functional, site: Site, n_inputs: int, create_graph: bool,
-                          chunk_size: int | None) -> Callable:
+                          chunk_size: int | None, per: tuple[int, ...]) -> Callable:
     """The integrand: the gradient at the layer's value replaced by the path points.
 
     The inputs travel with the additional arguments (their first ``n_inputs``),
-    so that ``path_average`` repeats them per point instead of interpolating them."""
+    so that ``path_average`` repeats them per point instead of interpolating them.
+    Points of a value with ``r != 1`` rows per example come as ``(rows, r, ...)``
+    and are substituted flattened."""
     def grad(points: tuple, objective: Objective, args: tuple) -> tuple[Tensor, ...]:
         rows = points[0].shape[0]  # inputs of one example are broadcast by path_average
         ids = tuple(x if x.shape[0] == rows else x.expand(rows, *x.shape[1:])
                     for x in args[:n_inputs])
-        return _engine.gradients(f, ids, args[n_inputs:], objective, site, wrt_site=True,
-                                 create_graph=create_graph, chunk_size=chunk_size,
-                                 substitute=points)
+        grads = _engine.gradients(f, ids, args[n_inputs:], objective, site, wrt_site=True,
+                                  create_graph=create_graph, chunk_size=chunk_size,
+                                  substitute=_flat(points, per, 0))
+        return tuple(g.unflatten(1, (rows, r)) if r != 1 else g for g, r in zip(grads, per))
 
     return grad
 
@@ -162,6 +177,16 @@ def _layer_value(f: Functional, site: Site, xs: tuple, args: tuple,
     tap = _engine._Tap(site.input_side, keep=True)
     with contextlib.nullcontext() if keep_graph else torch.no_grad():
         _engine.forward_at(f, xs, args, site, tap)
+    n = xs[0].shape[0]
+    if any(v.dim() == 0 or v.shape[0] % n for v in tap.value):
+        shapes = ", ".join(str(tuple(v.shape)) for v in tap.value)
+        raise ValueError(
+            f"the `layer` {type(site.layer).__name__}'s "
+            f"{'input' if site.input_side else 'value'} has shape {shapes}: dim 0 is not "
+            f"the inputs' {n} examples (or a multiple, rows of one example after another): "
+            "layer integrated gradients replaces it per example (a value shared by all "
+            "examples, e.g. rotary position embeddings, cannot be; a sequence-first layer, "
+            "e.g. nn.LSTM without batch_first, needs batch_first=True)")
     return tap.value
 
 

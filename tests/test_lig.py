@@ -95,6 +95,57 @@ def test_a_block_called_with_its_mask_attributes_to_its_hidden_states(bert):
     assert ii.shape == (3, 9, 64) and float(ii.abs().max()) > 0
 
 
+class _FlatTokens(nn.Module):
+    """A layer run on the examples' tokens flattened into the batch, (N * T, d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(4, 4), nn.Linear(12, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x.reshape(-1, 4)))
+        return self.head(h.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(internal_batch_size=3), dict(target=[0, 1, 0, 1, 1]),
+                                dict(baselines=0.5), dict(multiply_by_inputs=False),
+                                dict(attribute_to_layer_input=True)],
+                         ids=["plain", "ibs", "targets", "baselines", "no-multiply", "input"])
+def test_a_layer_on_tokens_flattened_into_the_batch_matches_captum(kw):
+    # The layer's value has N * T rows, one example's after another: Captum
+    # integrates it row by row; fnattr failed with torch's "expanded size" error.
+    torch.manual_seed(0)
+    model, x = _FlatTokens().eval(), torch.randn(5, 3, 4)
+    kw = {"target": 1, "n_steps": 4, **kw}
+    got = fnattr.layer_integrated_gradients(model, model.fc, x, **kw)
+    assert got.shape == (15, 4)
+    close(got, captum_lig(model, model.fc, x, **kw))
+    # the deltas sum each example's rows (Captum's refuses: attribution rows != examples)
+    attr, delta = fnattr.layer_integrated_gradients(model, model.fc, x, target=1, n_steps=4,
+                                                    return_convergence_delta=True)
+    with torch.no_grad():
+        gap = model(x)[:, 1] - model(torch.zeros_like(x))[:, 1]
+    close(delta, attr.reshape(5, -1).sum(1) - gap)
+    each = fnattr.layer_integrated_gradients(model, model.fc, x, target=fnattr.each([0, 1]),
+                                             n_steps=4)
+    close(each[1], attr, 0)
+
+
+def test_a_value_shared_by_all_examples_is_refused():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos, self.fc = nn.Embedding(3, 4), nn.Linear(12, 2)
+
+        def forward(self, x):
+            p = self.pos(torch.arange(3)[None])  # (1, 3, 4): one value for every example
+            return self.fc((x + p).flatten(1))
+
+    model, x = Shared().eval(), torch.randn(5, 3, 4)
+    with pytest.raises(ValueError, match=r"`layer` Embedding's value has shape \(1, 3, 4\)"):
+        fnattr.layer_integrated_gradients(model, model.pos, x, target=1)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 7, 40])
 def test_internal_batch_size_matches_captum(bert, batch):
     model, forward, ids, mask = bert
