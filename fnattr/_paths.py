@@ -279,6 +279,12 @@ def _reduce_block(grads, w, ends, starts, sizes, multiply_by_delta, reduce):
     outside = torch.is_autocast_enabled(w.device.type)
     with torch.autocast(w.device.type, enabled=False) if outside else contextlib.nullcontext():
         for i, g in enumerate(grads):
+            if g.shape[1] != sizes[0] * sizes[1]:  # a layer value not one row per example
+                raise ValueError(
+                    f"the `layer`'s value has {g.shape[1]} rows where the expanded batch has "
+                    f"{sizes[0] * sizes[1]} examples: this method needs one row per example "
+                    "along dim 0 (layer_integrated_gradients also takes a value with several "
+                    "rows per example, e.g. tokens flattened into the batch)")
             g = g.reshape(g.shape[0], *sizes, *g.shape[2:])
             if g.dtype != w.dtype:
                 g = g.to(torch.promote_types(g.dtype, w.dtype))

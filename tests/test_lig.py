@@ -129,6 +129,10 @@ def test_a_layer_on_tokens_flattened_into_the_batch_matches_captum(kw):
     each = fnattr.layer_integrated_gradients(model, model.fc, x, target=fnattr.each([0, 1]),
                                              n_steps=4)
     close(each[1], attr, 0)
+    # methods that interpolate the inputs need one row per example (Captum's fail too)
+    for method in (fnattr.internal_influence, fnattr.layer_conductance):
+        with pytest.raises(ValueError, match="needs one row per example"):
+            method(model, model.fc, x, target=1, n_steps=4)
 
 
 def test_a_value_shared_by_all_examples_is_refused():
