@@ -65,6 +65,11 @@ def picky():
     return Picky()
 
 
+def text():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(30, 3)).eval()
+
+
 def dataset():
     g = torch.Generator().manual_seed(2)
     return torch.utils.data.TensorDataset(torch.rand(10, 1, 8, 8, generator=g),
@@ -111,6 +116,10 @@ def files(tmp_path_factory):
         torch.save(torch.zeros(0, 1, 8, 8), d / "empty.pt")
         np.save(d / "empty.npy", np.zeros((0, 1, 8, 8), np.float32))
         (d / "zero_bytes.pt").write_bytes(b"")
+        torch.save(torch.randint(1, 20, (4, 5), generator=torch.Generator().manual_seed(3)),
+                   d / "ids.pt")
+        torch.save(torch.zeros(1, 5, dtype=torch.long), d / "pad.pt")
+        torch.save(torch.zeros(1, 5), d / "float_pad.pt")
         yield d, model, x
     finally:
         sys.path.remove(str(d))
@@ -243,6 +252,33 @@ def test_explain_layer_method_npy_input(tmp_path, files, capsys):
     assert np.load(out).shape == (5, 4, 4, 4)
     assert (tmp_path / "ii.png").is_file()
     assert "internal_influence: 5 example(s)" in stdout
+
+
+def test_explain_token_ids_with_layer_integrated_gradients(tmp_path, files, capsys):
+    # Integer inputs reach the methods that take token ids (they were refused
+    # for every method); the others refuse them naming the way out.
+    d, _, _ = files
+    model = importlib.import_module(TINY).text()
+    ids = torch.load(d / "ids.pt")
+    out = tmp_path / "lig.pt"
+    code, stdout, err = _main(["explain", f"{TINY}:text", d / "ids.pt", "--method",
+                               "layer_integrated_gradients", "--layer", "0", "--target", "1",
+                               "--baselines", d / "pad.pt", "--n-steps", "8", "--out", out],
+                              capsys)
+    assert code == 0, err
+    expected = fnattr.layer_integrated_gradients(model, model[0], ids, baselines=0, target=1,
+                                                 n_steps=8)
+    torch.testing.assert_close(torch.load(out), expected, rtol=1e-5, atol=1e-7)
+    assert (tmp_path / "lig.png").is_file() and "[4, 5, 6]" in stdout
+    code, _, err = _main(["explain", f"{TINY}:text", d / "ids.pt", "--method",
+                          "layer_integrated_gradients", "--layer", "0", "--baselines",
+                          d / "float_pad.pt", "--out", tmp_path / "x.pt"], capsys)
+    assert code == 2
+    _assert_one_line_error(err, "float_pad.pt", "token-id baselines")
+    code, _, err = _main(["explain", f"{TINY}:text", d / "ids.pt", "--method",
+                          "integrated_gradients", "--out", tmp_path / "y.pt"], capsys)
+    assert code == 2
+    _assert_one_line_error(err, "ids.pt", "torch.int64", "layer_integrated_gradients")
 
 
 def test_explain_png_input_neuron_method_with_weights(tmp_path, files, capsys):

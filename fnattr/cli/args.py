@@ -153,7 +153,8 @@ program: their ReLU rule cannot reach the ReLUs of a TorchScript program.
 
 INPUT files are .pt (one tensor, loaded with weights_only=True), .npy or images
 (.png, .jpg, ...: [1, C, H, W] with values in [0, 1]); all inputs are concatenated
-along dim 0.
+along dim 0. Integer tensors (token ids) are taken by layer_integrated_gradients,
+with the embedding as --layer and token-id --baselines (default: id 0).
 
 Outputs are refused if they would overwrite an input, the baselines, the model, the
 weights or each other. Both are written to temporary files first and moved into place

@@ -171,13 +171,18 @@ def _load_inputs(args: argparse.Namespace, plan: Plan, model: Model) -> tuple[An
     """Every input file joined along dim 0 in the model's dtype, and the baselines."""
     import torch
 
-    tensors = [(path, load_tensor(path, "input", plan.images)) for path in args.inputs]
+    ids = plan.entry.integer_inputs  # token ids stay integers
+    tensors = [(path, load_tensor(path, "input", plan.images, integers=ids))
+               for path in args.inputs]
     first_path, first = tensors[0]
     for path, tensor in tensors[1:]:
         if tensor.shape[1:] != first.shape[1:]:
             raise CLIError(f"inputs have different shapes: {first_path} is {shape_text(first)} "
                            f"but {path} is {shape_text(tensor)} (dim 0 may differ)")
-    dtype = model.dtype()
+    kinds = {t.is_floating_point() for _, t in tensors}
+    if len(kinds) > 1:
+        raise CLIError("inputs mix floating-point values and integer token ids")
+    dtype = model.dtype() if kinds == {True} else torch.long
     x = torch.cat([t.to(dtype) for _, t in tensors]).to(args.device)
     return x, _load_baselines(args, plan, x)
 
@@ -193,7 +198,12 @@ def _load_baselines(args: argparse.Namespace, plan: Plan, x: Any, one_row: bool 
     if args.baselines is None or args.baselines == "zeros":
         # a sampled method draws from a distribution of rows: one zero row
         return torch.zeros_like(x[:1]) if M.requires(entry, "baselines") else None
-    b = load_tensor(args.baselines, "baselines", plan.images).to(x.dtype).to(x.device)
+    integer = not x.is_floating_point()
+    b = load_tensor(args.baselines, "baselines", plan.images, integers=integer)
+    if integer and b.is_floating_point():
+        raise CLIError(f"--baselines {args.baselines} holds {b.dtype} values; token-id "
+                       "inputs take token-id baselines (e.g. a pad id)")
+    b = b.to(x.dtype).to(x.device)
     if b.shape[1:] != x.shape[1:]:
         raise CLIError(f"--baselines {args.baselines} has shape {shape_text(b)}, which does "
                        f"not match the inputs {shape_text(x)} (after dim 0)")

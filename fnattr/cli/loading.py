@@ -288,9 +288,11 @@ class ImageOptions:
     std: tuple[float, ...] | None = None
 
 
-def load_tensor(path_text: str, what: str, images: ImageOptions) -> Any:
+def load_tensor(path_text: str, what: str, images: ImageOptions,
+                integers: bool = False) -> Any:
     """A tensor with at least one row from a .pt / .npy / image file (images become
-    [1, C, H, W] in [0, 1], then converted by ``images``)."""
+    [1, C, H, W] in [0, 1], then converted by ``images``); ``integers``: integer
+    tensors (token ids) are taken too."""
     path = existing_file(path_text, what)
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
@@ -302,9 +304,14 @@ def load_tensor(path_text: str, what: str, images: ImageOptions) -> Any:
     else:
         raise CLIError(f"unsupported {what} file {path}: use .pt, .npy or an image "
                        f"({', '.join(IMAGE_SUFFIXES)})")
-    if not tensor.is_floating_point():
+    import torch
+
+    integer = tensor.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    if not tensor.is_floating_point() and not (integers and integer):
         raise CLIError(f"{what} file {path} holds {tensor.dtype} values; attributions need "
-                       "floating-point inputs (convert, and scale, them first)")
+                       "floating-point inputs (convert, and scale, them first"
+                       + ("" if integers else "; token ids: --method layer_integrated_gradients "
+                          "with the embedding as --layer") + ")")
     if tensor.dim() == 0:
         raise CLIError(f"{what} file {path} holds a 0-d tensor; inputs need a batch dim 0")
     if tensor.numel() == 0:
