@@ -238,7 +238,8 @@ def resolve_layer(root: Any, layer: Any, name: str = "layer") -> nn.Module:
         if not isinstance(root, nn.Module):
             raise TypeError(
                 f"`{name}` is given by name ({layer!r}) but the forward function is "
-                "not an nn.Module to look it up in"
+                "not an nn.Module to look it up in: pass the module itself (e.g. "
+                "`model.bert.embeddings` for `lambda ids: model(ids).logits`)"
             )
         try:
             return root.get_submodule(layer)
