@@ -270,6 +270,14 @@ def test_explain_token_ids_with_layer_integrated_gradients(tmp_path, files, caps
                                                  n_steps=8)
     torch.testing.assert_close(torch.load(out), expected, rtol=1e-5, atol=1e-7)
     assert (tmp_path / "lig.png").is_file() and "[4, 5, 6]" in stdout
+    store = tmp_path / "lig.zarr"  # the dataset engine takes token ids too
+    code, _, err = _main(["explain", f"{TINY}:text", d / "ids.pt", "--method",
+                          "layer_integrated_gradients", "--layer", "0", "--target", "1",
+                          "--baselines", d / "pad.pt", "--n-steps", "8", "--out", store,
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(_arrays(store)["attributions"], expected.numpy(), rtol=1e-5,
+                               atol=1e-7)
     code, _, err = _main(["explain", f"{TINY}:text", d / "ids.pt", "--method",
                           "layer_integrated_gradients", "--layer", "0", "--baselines",
                           d / "float_pad.pt", "--out", tmp_path / "x.pt"], capsys)
