@@ -245,6 +245,13 @@ def resolve_layer(root: Any, layer: Any, name: str = "layer") -> nn.Module:
             return root.get_submodule(layer)
         except AttributeError:
             raise ValueError(f"`{name}` {layer!r} is not a submodule of the model") from None
+    if isinstance(layer, (list, tuple)) and layer and all(isinstance(m, nn.Module)
+                                                          for m in layer):
+        raise TypeError(
+            f"`{name}` must be one nn.Module or dotted name, got a {type(layer).__name__} of "
+            f"{len(layer)} modules: fnattr attributes to one layer per call (Captum's "
+            "LayerIntegratedGradients with a list interpolates the listed layers together; "
+            "not supported)")
     raise TypeError(f"`{name}` must be an nn.Module or a dotted name, got {type(layer).__name__}")
 
 

@@ -135,6 +135,13 @@ def test_a_layer_on_tokens_flattened_into_the_batch_matches_captum(kw):
             method(model, model.fc, x, target=1, n_steps=4)
 
 
+def test_a_list_of_layers_is_refused_naming_captums_joint_interpolation():
+    model = nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(30, 3))
+    with pytest.raises(TypeError, match="a list of 2 modules.*not supported"):
+        fnattr.layer_integrated_gradients(model, [model[0], model[2]],
+                                          torch.randint(1, 20, (2, 5)))
+
+
 def test_a_value_shared_by_all_examples_is_refused():
     class Shared(nn.Module):
         def __init__(self):
