@@ -51,7 +51,7 @@ def attribution(site: str, **info: Any) -> Callable[[Callable], Callable]:
     """
     def decorate(body: Callable) -> Callable:
         method = boundary(body, site, path=info.get("path", "none"), rule=info.get("rule"),
-                          delta=info.get("delta", False))
+                          delta=info.get("delta", False), layers=info.get("layers", False))
         register(method, site, **info)
         return method
 
@@ -59,14 +59,16 @@ def attribution(site: str, **info: Any) -> Callable[[Callable], Callable]:
 
 
 def boundary(body: Callable, site: str, *, path: str = "none", rule: str | None = None,
-             delta: bool = False) -> Callable:
-    """``body`` behind the normalizing wrapper (see the module docs)."""
+             delta: bool = False, layers: bool = False) -> Callable:
+    """``body`` behind the normalizing wrapper (see the module docs). With ``layers``,
+    a list of layers gives the body a tuple of modules, and the body returns one
+    tuple of attributions per layer (a list comes back, one entry per layer)."""
     bind = binder(body, 0)
     layer_shaped = site == "layer"
 
     @functools.wraps(body)
     def method(*args: Any, **kwargs: Any) -> Any:
-        a, was_tuple = normalize(bind(args, kwargs), site, path, rule)
+        a, was_tuple = normalize(bind(args, kwargs), site, path, rule, layers)
         objective = a["target"] if "target" in a else a["neuron_selector"]
         try:
             attrs, gap = body(**a) if delta else (body(**a), None)
@@ -74,10 +76,14 @@ def boundary(body: Callable, site: str, *, path: str = "none", rule: str | None 
             if "Guard failed" not in str(error):
                 raise
             raise ValueError(_EXPORT_GUARD.format(error)) from error
+        grouped = isinstance(a.get("layer"), tuple)
         if objective.squeeze:
-            attrs = tuple(t[0] for t in attrs)
+            attrs = tuple(tuple(t[0] for t in g) for g in attrs) if grouped \
+                else tuple(t[0] for t in attrs)
             gap = None if gap is None else gap[0]
-        if layer_shaped:
+        if grouped:
+            out = [g if len(g) > 1 else g[0] for g in attrs]
+        elif layer_shaped:
             out = attrs if len(attrs) > 1 else attrs[0]
         else:
             out = N.restore(attrs, was_tuple)
@@ -95,7 +101,7 @@ _EXPORT_GUARD = (
 
 
 def normalize(a: dict, site: str = "inputs", path: str = "none",
-              rule: str | None = None) -> tuple[dict, bool]:
+              rule: str | None = None, layers: bool = False) -> tuple[dict, bool]:
     """The bound arguments ``a`` in canonical form, by name (in place); and whether
     ``inputs`` was a tuple."""
     first = "model" if "model" in a else "forward_func"
@@ -105,7 +111,15 @@ def normalize(a: dict, site: str = "inputs", path: str = "none",
     detach = not a.get("create_graph", False)
     f = a[first] = ruled(f, rule, detach) if rule is not None else functional(f, detach=detach)
     if "layer" in a:
-        a["layer"] = N.resolve_layer(f.root, a["layer"])
+        layer = a["layer"]
+        if layers and isinstance(layer, (list, tuple)):
+            if not layer:
+                raise ValueError("`layer` is an empty list")
+            a["layer"] = tuple(N.resolve_layer(f.root, m) for m in layer)
+            if len(set(map(id, a["layer"]))) != len(layer):
+                raise ValueError("`layer` lists a layer twice")
+        else:
+            a["layer"] = N.resolve_layer(f.root, layer)
     raw = a["inputs"]
     xs, was_tuple = N.as_tuple(raw)
     if site != "layer":

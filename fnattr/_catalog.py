@@ -25,6 +25,8 @@ A :class:`Method` records:
 * ``target``: whether it takes ``target`` (neuron methods do not).
 * ``integer_inputs``: whether inputs may be integer (token ids): only methods
   that differentiate at a layer, never at the inputs.
+* ``layers``: whether ``layer`` may be a list of layers (attributed together,
+  one result per layer, as Captum's ``LayerIntegratedGradients``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Method:
     draw: Callable | None = None
     core: Callable | None = None
     integer_inputs: bool = False
+    layers: bool = False
 
     @property
     def needs_layer(self) -> bool:

@@ -175,6 +175,9 @@ def prepare(entry: Method, forward_func: Callable, layer: Any) -> Functional:
     if entry.needs_layer:
         if layer is None:
             raise ValueError(f"`layer` is required to compile {entry.name}")
+        if isinstance(layer, (list, tuple)):
+            raise TypeError("fnattr.compile takes one `layer`: attribute to a list of layers "
+                            "in eager mode")
         f = dataclasses.replace(f, slots=Slots(N.resolve_layer(f.root, layer)))
     elif layer is not None:
         raise ValueError(f"`layer` is not an argument of {entry.name}")

@@ -33,7 +33,7 @@ from . import _budget
 from ._functional import Functional, _swapped_state, swappable, transforms_active
 from ._rules import graph_rule_ok, hook_relus, sequence_nr
 from ._objectives import Objective
-from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once  # noqa: F401
+from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once, site_tap  # noqa: F401
 
 __all__ = ["Site", "INPUTS", "Slots", "gradients", "forward_at", "runs_once"]
 
@@ -168,10 +168,9 @@ def _plain_call(f, ruled, inputs, args, objective, site, read, wrt_site, create_
             substitute = tuple(_variable(t) for t in substitute)
         tap = None
         if site.layer is not None:
-            tap = _Tap(site.input_side,
-                       probes="lazy" if wrt_site and substitute is None else None,
-                       read=_read_fn(evaluate, read), keep=return_value,
-                       stop=stop, substitute=substitute)
+            tap = site_tap(site, probes="lazy" if wrt_site and substitute is None else None,
+                           read=_read_fn(evaluate, read), keep=return_value,
+                           stop=stop, substitute=substitute)
         counter = None
         if chunk_size is None and objective.auto_chunk and objective.k != 1:
             counter = _SavedBytes()
@@ -276,10 +275,9 @@ def _functional(f, inputs, args, objective, site, read, wrt_site, create_graph, 
         tap = None
         if site.layer is not None:
             replace = primals if substitute is not None else None
-            tap = _Tap(site.input_side,
-                       probes=primals if wrt_site and replace is None else None,
-                       read=_read_fn(objective.fn, read), at_call=at_call, keep=return_value,
-                       substitute=replace)
+            tap = site_tap(site, probes=primals if wrt_site and replace is None else None,
+                           read=_read_fn(objective.fn, read), at_call=at_call,
+                           keep=return_value, substitute=replace)
         with _FlatLinear() if torch.compiler.is_compiling() else contextlib.nullcontext():
             out = forward_at(f, xs, args, site, tap)
         values = tap.read_out if read else objective.fn(out, None)

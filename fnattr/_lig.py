@@ -36,7 +36,7 @@ __all__ = ["layer_integrated_gradients", "token_scores"]
 
 
 @attribution("layer", path="quadrature", delta=True, compat="LayerIntegratedGradients",
-             integer_inputs=True)
+             integer_inputs=True, layers=True)
 def layer_integrated_gradients(
     forward_func: ForwardFunc,
     layer: Layer,
@@ -66,7 +66,11 @@ def layer_integrated_gradients(
     differentiated at them. Differs from Captum in that
     ``target=fnattr.each([...])`` gives all K targets from one forward and a
     vectorized backward (``chunk_size`` rows at a time) and
-    ``create_graph=True`` keeps the result differentiable.
+    ``create_graph=True`` keeps the result differentiable. ``layer`` may be a
+    list of layers, as in Captum: their values are substituted together at each
+    point of the path, and a list with one attribution per layer comes back (the
+    layers must not feed each other: a substituted value replaces what an
+    earlier listed layer computed).
 
     References:
         Sundararajan et al., "Axiomatic Attribution for Deep Networks",
@@ -88,8 +92,9 @@ def layer_integrated_gradients(
 
     Returns:
         Attributions shaped like the layer's output (input), a tuple when its
-        value is a tuple of several tensors (a leading ``K`` for K targets),
-        and the deltas (``[N]``, or ``[K, N]``) with ``return_convergence_delta``.
+        value is a tuple of several tensors (a leading ``K`` for K targets);
+        for a list of layers, a list of those, one per layer; and the deltas
+        (``[N]``, or ``[K, N]``) with ``return_convergence_delta``.
 
     Example:
         {digits}
@@ -104,9 +109,14 @@ def layer_integrated_gradients(
         torch.Size([4, 12, 16])
     """
     starts = _token_baselines(baselines, inputs)
-    site = Site(layer, attribute_to_layer_input)
-    ends_at, starts_at = (_layer_value(forward_func, site, xs, additional_forward_args,
-                                       create_graph) for xs in (inputs, starts))
+    layers = layer if isinstance(layer, tuple) else (layer,)
+    values = [[_layer_value(forward_func, Site(m, attribute_to_layer_input), xs,
+                            additional_forward_args, create_graph) for m in layers]
+              for xs in (inputs, starts)]
+    counts = tuple(len(v) for v in values[0])
+    ends_at, starts_at = (tuple(t for v in side for t in v) for side in values)
+    # Several layers are substituted together, at the same point of the path (Captum's)
+    site = Site(layer, attribute_to_layer_input, counts if len(layers) > 1 else None)
     # A value of r rows per example (a layer run on the examples' tokens flattened
     # into the batch, (N * T, ...)) is integrated as (N, r, ...), as Captum does.
     n = inputs[0].shape[0]
@@ -120,7 +130,11 @@ def layer_integrated_gradients(
                          internal_batch_size=internal_batch_size, memory_budget=memory_budget)
     gap = completeness_gap(forward_func, attrs, starts, inputs, target,
                            additional_forward_args) if return_convergence_delta else None
-    return _flat(attrs, per, 1), gap
+    attrs = _flat(attrs, per, 1)
+    if isinstance(layer, tuple):  # one tuple of attributions per layer
+        bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
+        attrs = tuple(attrs[a:b] for a, b in zip(bounds, bounds[1:]))
+    return attrs, gap
 
 
 def _flat(tensors: tuple[Tensor, ...], per: tuple[int, ...], dim: int) -> tuple[Tensor, ...]:

@@ -249,9 +249,8 @@ def resolve_layer(root: Any, layer: Any, name: str = "layer") -> nn.Module:
                                                           for m in layer):
         raise TypeError(
             f"`{name}` must be one nn.Module or dotted name, got a {type(layer).__name__} of "
-            f"{len(layer)} modules: fnattr attributes to one layer per call (Captum's "
-            "LayerIntegratedGradients with a list interpolates the listed layers together; "
-            "not supported)")
+            f"{len(layer)} modules: only layer_integrated_gradients takes a list of layers "
+            "(attributed together, as Captum's LayerIntegratedGradients does)")
     raise TypeError(f"`{name}` must be an nn.Module or a dotted name, got {type(layer).__name__}")
 
 

@@ -19,16 +19,19 @@ from torch import Tensor, nn
 
 from ._functional import Functional
 
-__all__ = ["Site", "INPUTS", "Slots", "forward_at", "runs_once"]
+__all__ = ["Site", "INPUTS", "Slots", "forward_at", "runs_once", "site_tap"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Site:
     """Where a gradient is taken or an objective reads: the inputs (``layer=None``)
-    or a layer's output (its input with ``input_side``)."""
+    or a layer's output (its input with ``input_side``). ``layer`` may be a tuple
+    of layers substituted together (layer integrated gradients over a list of
+    layers, as Captum's); ``counts`` then gives each one's number of tensors."""
 
-    layer: nn.Module | None = None
+    layer: nn.Module | tuple[nn.Module, ...] | None = None
     input_side: bool = False
+    counts: tuple[int, ...] | None = None
 
 
 INPUTS = Site()
@@ -241,29 +244,61 @@ def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
     layer = site.layer
     if layer is None or tap is None:
         return f(*inputs, *args)
+    layers, taps = (layer, tap.parts) if isinstance(tap, _Taps) else ((layer,), (tap,))
     if torch.compiler.is_compiling():
+        if len(layers) > 1:
+            raise TypeError("fnattr.compile takes one layer; attribute to a list of layers "
+                            "in eager mode")
         return _forward_at_slot(f, inputs, args, site, tap)
-    if site.input_side:
-        handle = layer.register_forward_pre_hook(tap)
-    else:
-        handle = layer.register_forward_hook(tap)
+    handles = [m.register_forward_pre_hook(t) if site.input_side else m.register_forward_hook(t)
+               for m, t in zip(layers, taps)]
     try:
         out = f(*inputs, *args)
     except _StopForward:
         out = None
     except BaseException:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         raise
-    if keep is None:
-        handle.remove()
-    else:
-        keep.append(handle)
-    if tap.calls == 0:
-        raise ValueError(
-            f"the `layer` {type(layer).__name__} was not called by the forward "
-            "function: is it a submodule of the model that runs?"
-        )
+    for handle in handles:
+        if keep is None:
+            handle.remove()
+        else:
+            keep.append(handle)
+    for m, t in zip(layers, taps):
+        if t.calls == 0:
+            raise ValueError(
+                f"the `layer` {type(m).__name__} was not called by the forward "
+                "function: is it a submodule of the model that runs?"
+            )
     return out
+
+
+class _Taps:
+    """One substituting :class:`_Tap` per layer of a site with several layers,
+    each given its share of the substitutes (``site.counts``)."""
+
+    def __init__(self, site: Site, substitute: tuple[Tensor, ...] | None, **kw: Any) -> None:
+        if substitute is None or site.counts is None:
+            raise TypeError("a list of layers is taken by layer_integrated_gradients only")
+        self.parts, start = [], 0
+        for count in site.counts:
+            self.parts.append(_Tap(site.input_side, substitute=substitute[start:start + count],
+                                   **kw))
+            start += count
+        self.read_out = self.value = None
+
+    def replay(self) -> None:
+        for part in self.parts:
+            part.replay()
+
+
+def site_tap(site: Site, substitute: tuple[Tensor, ...] | None = None,
+             **kw: Any) -> "_Tap | _Taps":
+    """The tap of ``site``: one :class:`_Tap`, or a :class:`_Taps` for several layers."""
+    if isinstance(site.layer, tuple):
+        return _Taps(site, substitute, **kw)
+    return _Tap(site.input_side, substitute=substitute, **kw)
 
 
 class _Slot:

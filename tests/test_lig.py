@@ -135,11 +135,78 @@ def test_a_layer_on_tokens_flattened_into_the_batch_matches_captum(kw):
             method(model, model.fc, x, target=1, n_steps=4)
 
 
-def test_a_list_of_layers_is_refused_naming_captums_joint_interpolation():
-    model = nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(30, 3))
-    with pytest.raises(TypeError, match="a list of 2 modules.*not supported"):
-        fnattr.layer_integrated_gradients(model, [model[0], model[2]],
-                                          torch.randint(1, 20, (2, 5)))
+class _TwoEmbeddings(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Embedding(20, 6), nn.Embedding(20, 6), nn.Linear(30, 3)
+
+    def forward(self, ids):
+        return self.fc(torch.tanh(self.a(ids) + self.b((ids * 3) % 20)).flatten(1))
+
+
+class _Parallel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(5, 3), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.l1(x) * torch.tanh(self.l2(2 * x))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(internal_batch_size=3), dict(target=[0, 1, 2, 1]),
+                                dict(method="riemann_trapezoid", n_steps=7),
+                                dict(multiply_by_inputs=False), dict(attribute_to_layer_input=True),
+                                dict(return_convergence_delta=True)],
+                         ids=["plain", "ibs", "targets", "trapezoid", "no-multiply", "input",
+                              "delta"])
+def test_a_list_of_layers_matches_captum(kw):
+    # Captum's LayerIntegratedGradients takes a list of layers, substitutes them
+    # together at each path point and returns one attribution per layer.
+    torch.manual_seed(0)
+    model, ids = _TwoEmbeddings().eval(), torch.randint(1, 20, (4, 5))
+    layers = [model.a, model.b]
+    if kw.get("attribute_to_layer_input"):  # two parallel layers with floating-point inputs
+        model = _Parallel().eval()
+        ids, layers = torch.randn(4, 5), [model.l1, model.l2]
+    kw = {"baselines": 0, "target": 1, "n_steps": 4, **kw}
+    got = fnattr.layer_integrated_gradients(model, layers, ids, **kw)
+    ref = captum_lig(model, layers, ids, **kw)
+    if kw.get("return_convergence_delta"):
+        (got, delta), (ref, ref_delta) = got, ref
+        close(delta, ref_delta)
+    assert isinstance(got, list) and len(got) == 2
+    for g, r in zip(got, ref):
+        close(g, r)
+    shell = compat.LayerIntegratedGradients(model, layers,
+                                            multiply_by_inputs=kw.pop("multiply_by_inputs", True))
+    for g, r in zip(shell.attribute(ids, **kw), ref if not kw.get("return_convergence_delta")
+                    else [None, None]):
+        if r is not None:
+            close(g, r)
+
+
+def test_a_list_of_layers_with_each_targets_vmap_and_create_graph():
+    torch.manual_seed(0)
+    model, ids = _TwoEmbeddings().eval(), torch.randint(1, 20, (4, 5))
+    kw = dict(baselines=0, n_steps=4)
+    one = fnattr.layer_integrated_gradients(model, [model.a, model.b], ids, target=1, **kw)
+    each = fnattr.layer_integrated_gradients(model, [model.a, model.b], ids,
+                                             target=fnattr.each([0, 1]), **kw)
+    graph = fnattr.layer_integrated_gradients(model, [model.a, model.b], ids, target=1,
+                                              create_graph=True, **kw)
+    mapped = torch.func.vmap(lambda i: fnattr.layer_integrated_gradients(
+        model, [model.a, model.b], i[None], target=1, **kw)[1][0])(ids)
+    for e, o, g in zip(each, one, graph):
+        close(e[1], o, 0)
+        assert g.requires_grad
+        close(g.detach(), o, 0)
+    close(mapped, one[1], 1e-6)
+    with pytest.raises(TypeError, match="only layer_integrated_gradients takes a list"):
+        fnattr.internal_influence(model, [model.a, model.b], ids)
+    with pytest.raises(TypeError, match="fnattr.compile takes one `layer`"):
+        fnattr.compile(fnattr.layer_integrated_gradients, model, [model.a, model.b])
+    with pytest.raises(ValueError, match="lists a layer twice"):
+        fnattr.layer_integrated_gradients(model, [model.a, model.a], ids, target=1)
 
 
 def test_a_value_shared_by_all_examples_is_refused():
