@@ -318,6 +318,13 @@ def test_bad_arguments_are_named(tmp_path, kwargs, match):
         attribute_dataset(**call)
 
 
+def test_a_list_of_layers_is_one_store_per_layer(tmp_path):
+    model = W.model()
+    with pytest.raises(TypeError, match="`layer` must be one layer"):
+        attribute_dataset(fnattr.layer_integrated_gradients, model, W.data(),
+                          tmp_path / "x.zarr", layer=["fc1", "fc2"])
+
+
 def test_bad_data_type_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="`data`"):
         attribute_dataset(fnattr.gradient, W.model(), 3, tmp_path / "x.zarr")

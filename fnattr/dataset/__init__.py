@@ -69,6 +69,9 @@ def _layer(model: Any, layer: Any) -> tuple[Any, str]:
                     return (name if owner is model else layer), name
         if not isinstance(model, nn.Module):  # a module the function reaches some other way
             return layer, f"<{type(layer).__name__}>"
+    if isinstance(layer, (list, tuple)):
+        raise TypeError("`layer` must be one layer: a store holds one attributions array "
+                        "(run one store per layer)")
     raise ValueError("`layer` must be a submodule of `model` (the module or its dotted name)")
 
 
