@@ -33,7 +33,8 @@ from . import _budget
 from ._functional import Functional, _swapped_state, swappable, transforms_active
 from ._rules import graph_rule_ok, hook_relus, sequence_nr
 from ._objectives import Objective
-from ._taps import INPUTS, Site, Slots, _Tap, forward_at, runs_once, site_tap  # noqa: F401
+from ._taps import (INPUTS, Site, Slots, _Tap, _Taps, forward_at, runs_once,  # noqa: F401
+                    site_tap, split)
 
 __all__ = ["Site", "INPUTS", "Slots", "gradients", "forward_at", "runs_once"]
 

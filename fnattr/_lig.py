@@ -109,20 +109,20 @@ def layer_integrated_gradients(
         torch.Size([4, 12, 16])
     """
     starts = _token_baselines(baselines, inputs)
-    layers = layer if isinstance(layer, tuple) else (layer,)
-    values = [[_layer_value(forward_func, Site(m, attribute_to_layer_input), xs,
-                            additional_forward_args, create_graph) for m in layers]
-              for xs in (inputs, starts)]
-    counts = tuple(len(v) for v in values[0])
-    ends_at, starts_at = (tuple(t for v in side for t in v) for side in values)
-    # Several layers are substituted together, at the same point of the path (Captum's)
-    site = Site(layer, attribute_to_layer_input, counts if len(layers) > 1 else None)
+    # Several layers (a tuple) are substituted together, at the same point of the
+    # path (Captum's); each one's value is read in one forward per path end.
+    at_ends, at_starts = (_layer_values(forward_func, layer, attribute_to_layer_input, xs,
+                                        additional_forward_args, create_graph)
+                          for xs in (inputs, starts))
+    counts = tuple(len(v) for v in at_ends)
+    site = Site(layer, attribute_to_layer_input, counts if isinstance(layer, tuple) else None)
     # A value of r rows per example (a layer run on the examples' tokens flattened
     # into the batch, (N * T, ...)) is integrated as (N, r, ...), as Captum does.
     n = inputs[0].shape[0]
-    per = tuple(v.shape[0] // n for v in ends_at)
+    per = tuple(v.shape[0] // n for part in at_ends for v in part)
     ends_at, starts_at = (tuple(v.reshape(n, r, *v.shape[1:]) if r != 1 else v
-                                for v, r in zip(values, per)) for values in (ends_at, starts_at))
+                                for v, r in zip((v for part in side for v in part), per))
+                          for side in (at_ends, at_starts))
     grad = _substituted_gradient(forward_func, site, len(inputs), create_graph, chunk_size, per)
     attrs = path_average(grad, ends_at, starts_at, *quadrature(method, n_steps), target=target,
                          additional_forward_args=inputs + additional_forward_args,
@@ -132,8 +132,7 @@ def layer_integrated_gradients(
                            additional_forward_args) if return_convergence_delta else None
     attrs = _flat(attrs, per, 1)
     if isinstance(layer, tuple):  # one tuple of attributions per layer
-        bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
-        attrs = tuple(attrs[a:b] for a, b in zip(bounds, bounds[1:]))
+        attrs = tuple(_engine.split(attrs, counts))
     return attrs, gap
 
 
@@ -182,26 +181,31 @@ def _token_baselines(baselines: tuple, xs: tuple[Tensor, ...]) -> tuple[Tensor, 
     return tuple(out)
 
 
-def _layer_value(f: Functional, site: Site, xs: tuple, args: tuple,
-                 create_graph: bool) -> tuple[Tensor, ...]:
-    """The layer's value (its last call) for ``xs``: constants unless the result must
-    stay differentiable (``create_graph``, or under ``torch.func`` transforms; under
-    ``torch.compile`` alone as in eager mode)."""
+def _layer_values(f: Functional, layer: Any, input_side: bool, xs: tuple, args: tuple,
+                  create_graph: bool) -> list[tuple[Tensor, ...]]:
+    """The value of ``layer`` (its last call; of each layer of a tuple, in one
+    forward) for ``xs``: constants unless the result must stay differentiable
+    (``create_graph``, or under ``torch.func`` transforms; under ``torch.compile``
+    alone as in eager mode)."""
     keep_graph = create_graph or (transforms_active() and not torch.compiler.is_compiling())
-    tap = _engine._Tap(site.input_side, keep=True)
+    layers = layer if isinstance(layer, tuple) else (layer,)
+    taps = [_engine._Tap(input_side, keep=True) for _ in layers]
     with contextlib.nullcontext() if keep_graph else torch.no_grad():
-        _engine.forward_at(f, xs, args, site, tap)
+        _engine.forward_at(f, xs, args, Site(layer, input_side),
+                           _engine._Taps(taps) if isinstance(layer, tuple) else taps[0])
     n = xs[0].shape[0]
-    if any(v.dim() == 0 or v.shape[0] % n for v in tap.value):
-        shapes = ", ".join(str(tuple(v.shape)) for v in tap.value)
-        raise ValueError(
-            f"the `layer` {type(site.layer).__name__}'s "
-            f"{'input' if site.input_side else 'value'} has shape {shapes}: dim 0 is not "
-            f"the inputs' {n} examples (or a multiple, rows of one example after another): "
-            "layer integrated gradients replaces it per example (a value shared by all "
-            "examples, e.g. rotary position embeddings, cannot be; a sequence-first layer, "
-            "e.g. nn.LSTM without batch_first, needs batch_first=True)")
-    return tap.value
+    for m, tap in zip(layers, taps):
+        if any(v.dim() == 0 or v.shape[0] % n for v in tap.value):
+            shapes = ", ".join(str(tuple(v.shape)) for v in tap.value)
+            raise ValueError(
+                f"the `layer` {type(m).__name__}'s "
+                f"{'input' if input_side else 'value'} has shape {shapes}: dim 0 is not "
+                f"the inputs' {n} examples (or a multiple, rows of one example after "
+                "another): layer integrated gradients replaces it per example (a value "
+                "shared by all examples, e.g. rotary position embeddings, cannot be; a "
+                "sequence-first layer, e.g. nn.LSTM without batch_first, needs "
+                "batch_first=True)")
+    return [tap.value for tap in taps]
 
 
 def token_scores(attributions: Tensor, normalize: bool = True) -> Tensor:

@@ -80,15 +80,18 @@ def as_tuple(inputs: Any, name: str = "inputs") -> tuple[tuple[Tensor, ...], boo
     return tup, was_tuple
 
 
-def check_floating(inputs: Sequence[Tensor], name: str = "inputs") -> None:
-    """Inputs differentiated at (or interpolated along a path) must be floating point."""
+_TOKEN_IDS = ("for token ids, attribute at the embedding layer instead (e.g. "
+              "fnattr.layer_integrated_gradients, or a layer method with the embedding as "
+              "`layer`)")
+
+
+def check_floating(inputs: Sequence[Tensor], name: str = "inputs",
+                   purpose: str = "to attribute to them", hint: str = _TOKEN_IDS) -> None:
+    """Inputs differentiated at (or interpolated along a path, or noised) must be
+    floating point; the error says ``purpose`` and what to do with token ids."""
     for t in inputs:
         if isinstance(t, Tensor) and not (t.dtype.is_floating_point or t.dtype.is_complex):
-            raise TypeError(
-                f"`{name}` must be floating point to attribute to them, got {t.dtype}: "
-                "for token ids, attribute at the embedding layer instead (e.g. "
-                "fnattr.layer_integrated_gradients, or a layer method with the "
-                "embedding as `layer`)")
+            raise TypeError(f"`{name}` must be floating point {purpose}, got {t.dtype}: {hint}")
 
 
 def restore(values: Sequence[Tensor], was_tuple: bool) -> TensorOrTuple:

@@ -11,6 +11,7 @@ at it. :func:`runs_once` proves when the forward may stop at the layer.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from ._functional import Functional
 
-__all__ = ["Site", "INPUTS", "Slots", "forward_at", "runs_once", "site_tap"]
+__all__ = ["Site", "INPUTS", "Slots", "forward_at", "runs_once", "site_tap", "split"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,12 +245,9 @@ def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
     layer = site.layer
     if layer is None or tap is None:
         return f(*inputs, *args)
-    layers, taps = (layer, tap.parts) if isinstance(tap, _Taps) else ((layer,), (tap,))
-    if torch.compiler.is_compiling():
-        if len(layers) > 1:
-            raise TypeError("fnattr.compile takes one layer; attribute to a list of layers "
-                            "in eager mode")
+    if torch.compiler.is_compiling():  # (fnattr.compile takes one layer)
         return _forward_at_slot(f, inputs, args, site, tap)
+    layers, taps = (layer, tap.parts) if isinstance(tap, _Taps) else ((layer,), (tap,))
     handles = [m.register_forward_pre_hook(t) if site.input_side else m.register_forward_hook(t)
                for m, t in zip(layers, taps)]
     try:
@@ -275,17 +273,11 @@ def forward_at(f: Functional, inputs: Sequence[Tensor], args: tuple, site: Site,
 
 
 class _Taps:
-    """One substituting :class:`_Tap` per layer of a site with several layers,
-    each given its share of the substitutes (``site.counts``)."""
+    """One :class:`_Tap` per layer of a site with several layers (``parts``, in the
+    site's order)."""
 
-    def __init__(self, site: Site, substitute: tuple[Tensor, ...] | None, **kw: Any) -> None:
-        if substitute is None or site.counts is None:
-            raise TypeError("a list of layers is taken by layer_integrated_gradients only")
-        self.parts, start = [], 0
-        for count in site.counts:
-            self.parts.append(_Tap(site.input_side, substitute=substitute[start:start + count],
-                                   **kw))
-            start += count
+    def __init__(self, parts: Sequence[_Tap]) -> None:
+        self.parts = list(parts)
         self.read_out = self.value = None
 
     def replay(self) -> None:
@@ -293,12 +285,22 @@ class _Taps:
             part.replay()
 
 
+def split(flat: Sequence[Any], counts: Sequence[int]) -> list[tuple]:
+    """``flat`` cut into consecutive tuples of ``counts`` entries (one per layer)."""
+    bounds = [0, *itertools.accumulate(counts)]
+    return [tuple(flat[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
 def site_tap(site: Site, substitute: tuple[Tensor, ...] | None = None,
              **kw: Any) -> "_Tap | _Taps":
-    """The tap of ``site``: one :class:`_Tap`, or a :class:`_Taps` for several layers."""
-    if isinstance(site.layer, tuple):
-        return _Taps(site, substitute, **kw)
-    return _Tap(site.input_side, substitute=substitute, **kw)
+    """The tap of ``site``: one :class:`_Tap`, or for several layers a :class:`_Taps`
+    of substituting taps, each given its share of the substitutes (``site.counts``)."""
+    if not isinstance(site.layer, tuple):
+        return _Tap(site.input_side, substitute=substitute, **kw)
+    if substitute is None or site.counts is None:
+        raise TypeError("a list of layers is taken by layer_integrated_gradients only")
+    return _Taps(_Tap(site.input_side, substitute=part, **kw)
+                 for part in split(substitute, site.counts))
 
 
 class _Slot:

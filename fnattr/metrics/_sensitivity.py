@@ -124,12 +124,9 @@ def sensitivity_max(
 
 
 def _check_noisable(xs: tuple) -> None:
-    for x in xs:
-        if not (x.dtype.is_floating_point or x.dtype.is_complex):
-            raise TypeError(
-                f"`inputs` must be floating point to take uniform noise, got {x.dtype}: for "
-                "token ids pass a `perturb_func` that perturbs ids (e.g. replaces a few at "
-                "random), or perturb the embeddings")
+    N.check_floating(xs, purpose="to take uniform noise",
+                     hint="for token ids pass a `perturb_func` that perturbs ids (e.g. "
+                          "replaces a few at random), or perturb the embeddings")
 
 
 def _repeat_kwargs(kwargs: dict, k: int, xs: tuple) -> dict:
